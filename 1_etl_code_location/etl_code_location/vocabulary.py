@@ -1,0 +1,29 @@
+"""`etl/vocabulary`: the tokenizer's vocabulary, built from the train split only."""
+
+
+import dagster as dg
+
+from shared_code_location.asset_keys import VOCABULARY
+from shared_code_location.tokenizer import CharTokenizer
+
+
+@dg.asset(
+    key=VOCABULARY.key,
+    group_name="etl",
+    description=VOCABULARY.description,
+    ins={"text_splits": dg.AssetIn(key=["etl", "text_splits"])},
+    metadata=VOCABULARY.metadata,
+    code_version="1",
+)
+def vocabulary(context: dg.AssetExecutionContext, text_splits: dict) -> dict:
+    """Character vocabulary of the train split (id 0 is the unknown symbol), with the other splits' OOV rates."""
+    tokenizer = CharTokenizer.fit(text_splits["splits"]["train"])
+    context.add_output_metadata(
+        {
+            "vocab_size": tokenizer.vocab_size,
+            "validation_oov_rate": tokenizer.unknown_rate(text_splits["splits"]["validation"]),
+            "test_oov_rate": tokenizer.unknown_rate(text_splits["splits"]["test"]),
+            "symbols": "".join(tokenizer.symbols[1:]).encode("unicode_escape").decode("ascii"),
+        }
+    )
+    return tokenizer.to_json()

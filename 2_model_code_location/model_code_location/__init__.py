@@ -1,0 +1,1 @@
+"""2_model: train a decoder-only transformer on the ETL tokens."""

@@ -1,0 +1,56 @@
+"""`model/trained_model`: the decoder-only transformer trained on the ETL tokens; best-validation weights."""
+
+import dagster as dg
+import numpy as np
+
+from model_code_location.presets import TrainingConfig
+from shared_code_location.asset_keys import TRAIN_TOKENS, TRAINED_MODEL, VALIDATION_TOKENS, VOCABULARY
+from shared_code_location.storage_formats import TensorBundle
+
+#: Bump when the training code changes in a way that changes the model; Dagster then marks the model stale.
+TRAINING_CODE_VERSION = "1"
+
+
+@dg.asset(
+    key=TRAINED_MODEL.key,
+    group_name="model",
+    description=TRAINED_MODEL.description,
+    metadata=TRAINED_MODEL.metadata,
+    ins={
+        "vocabulary": dg.AssetIn(key=VOCABULARY.key),
+        "train_tokens": dg.AssetIn(key=TRAIN_TOKENS.key),
+        "validation_tokens": dg.AssetIn(key=VALIDATION_TOKENS.key),
+    },
+    code_version=TRAINING_CODE_VERSION,
+)
+def trained_model(
+    context: dg.AssetExecutionContext,
+    config: TrainingConfig,
+    vocabulary: dict,
+    train_tokens: np.ndarray,
+    validation_tokens: np.ndarray,
+) -> TensorBundle:
+    """Train with the chosen preset and overrides; store weights as safetensors with config and summary."""
+    from model_code_location.loss_curve import loss_curve_markdown
+    from model_code_location.training import train
+    from shared_code_location.transformer import to_tensor_bundle
+
+    hp = config.resolved()
+    context.log.info(f"hyperparameters: {hp}")
+    result = train(train_tokens, validation_tokens, vocabulary["vocab_size"], hp, log=context.log.info)
+    summary = result.summary
+    context.add_output_metadata(
+        {
+            "validation_loss": dg.MetadataValue.float(summary["validation_loss"]),
+            "train_loss": dg.MetadataValue.float(summary["train_loss"]),
+            "tokens_per_second": dg.MetadataValue.float(summary["tokens_per_second"]),
+            "parameters": dg.MetadataValue.int(summary["parameters"]),
+            "best_step": dg.MetadataValue.int(summary["best_step"]),
+            "wall_seconds": dg.MetadataValue.float(summary["wall_seconds"]),
+            "device": dg.MetadataValue.text(summary["device"]),
+            "preset": dg.MetadataValue.text(hp["preset"]),
+            "hyperparameters": dg.MetadataValue.json(hp),
+            "loss_curve": dg.MetadataValue.md(loss_curve_markdown(result.history, f"{hp['preset']} preset")),
+        }
+    )
+    return to_tensor_bundle(result.model, hyperparameters=hp, training_summary=summary, history=result.history)

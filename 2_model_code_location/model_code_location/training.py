@@ -1,0 +1,180 @@
+"""The training loop: AdamW, linear warmup then cosine decay, gradient clipping, periodic validation, best
+checkpoint kept. Imports torch: import this module only inside the asset body."""
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from shared_code_location.transformer import DecoderTransformer, TransformerConfig, pick_device
+
+
+@dataclass
+class TrainingResult:
+    """What training produced: the best model (by validation loss) and how it got there."""
+
+    model: DecoderTransformer
+    history: dict[str, list[float]]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def learning_rate_at(step: int, hp: dict[str, Any]) -> float:
+    """Linear warmup to `learning_rate`, then cosine decay to `min_learning_rate` at `max_iters`."""
+    if hp["warmup_iters"] and step < hp["warmup_iters"]:
+        return hp["learning_rate"] * (step + 1) / hp["warmup_iters"]
+    span = max(1, hp["max_iters"] - hp["warmup_iters"])
+    progress = min(1.0, (step - hp["warmup_iters"]) / span)
+    return hp["min_learning_rate"] + 0.5 * (1 + math.cos(math.pi * progress)) * (
+        hp["learning_rate"] - hp["min_learning_rate"]
+    )
+
+
+def make_optimizer(model: DecoderTransformer, hp: dict[str, Any], device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on norms, biases or... embeddings' 1-D parts)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": hp["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=hp["learning_rate"], betas=(0.9, 0.99), fused=device.type == "cuda")
+
+
+def batch_sampler(tokens: torch.Tensor, block_size: int, batch_size: int, generator: torch.Generator):
+    """A function returning random (inputs, targets) windows of the token stream; windows are views, not copies."""
+    windows = tokens.unfold(0, block_size + 1, 1)  # (n_windows, block_size + 1)
+    if windows.shape[0] == 0:
+        raise ValueError(f"the split has {tokens.numel()} tokens, fewer than block_size + 1 = {block_size + 1}")
+
+    def sample() -> tuple[torch.Tensor, torch.Tensor]:
+        rows = windows[torch.randint(windows.shape[0], (batch_size,), generator=generator)]
+        return rows[:, :-1], rows[:, 1:]
+
+    return sample
+
+
+@torch.no_grad()
+def evaluate_loss(
+    model: DecoderTransformer, tokens: torch.Tensor, block_size: int, max_tokens: int = 0, batch_size: int = 64
+) -> float:
+    """Mean next-token cross-entropy (nats) over consecutive non-overlapping windows of `tokens`.
+
+    Deterministic: the same tokens always give the same windows. `max_tokens` > 0 uses only the first windows.
+    """
+    was_training = model.training
+    model.eval()
+    usable = (tokens.numel() - 1) // block_size * block_size
+    if max_tokens:
+        usable = min(usable, max(block_size, max_tokens // block_size * block_size))
+    if usable <= 0:
+        raise ValueError(f"{tokens.numel()} tokens cannot fill one window of {block_size + 1}")
+    inputs = tokens[:usable].view(-1, block_size)
+    targets = tokens[1 : usable + 1].view(-1, block_size)
+    device = next(model.parameters()).device
+    total = 0.0
+    for start in range(0, inputs.shape[0], batch_size):
+        x = inputs[start : start + batch_size].to(device)
+        y = targets[start : start + batch_size].to(device)
+        with autocast(device):
+            logits = model(x)
+        total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").item()
+    model.train(was_training)
+    return total / usable
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (faster, same loss); a no-op context on CPU."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def train(
+    train_ids: np.ndarray,
+    validation_ids: np.ndarray,
+    vocab_size: int,
+    hp: dict[str, Any],
+    log: Callable[[str], None] = print,
+) -> TrainingResult:
+    """Train a `DecoderTransformer` with hyperparameters `hp` (see `presets.PRESETS`) and return its best state."""
+    device = pick_device(hp["device"])
+    torch.manual_seed(hp["seed"])
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    config = TransformerConfig(
+        vocab_size=vocab_size, block_size=hp["block_size"], n_layer=hp["n_layer"], n_head=hp["n_head"],
+        n_embd=hp["n_embd"], dropout=hp["dropout"],
+    )
+    model = DecoderTransformer(config).to(device)
+    optimizer = make_optimizer(model, hp, device)
+    train_tokens = torch.from_numpy(train_ids.astype(np.int64)).to(device)
+    validation_tokens = torch.from_numpy(validation_ids.astype(np.int64)).to(device)
+    generator = torch.Generator(device=device).manual_seed(hp["seed"])
+    next_batch = batch_sampler(train_tokens, hp["block_size"], hp["batch_size"], generator)
+    tokens_per_step = hp["batch_size"] * hp["block_size"]
+
+    history: dict[str, list[float]] = {"step": [], "train_loss": [], "eval_step": [], "validation_loss": []}
+    best_loss, best_state, best_step = math.inf, None, 0
+    train_seconds, running_loss, running_steps = 0.0, 0.0, 0
+    log(
+        f"training {model.num_parameters():,} parameters on {device} "
+        f"({hp['max_iters']} iterations of {tokens_per_step} tokens)"
+    )
+    wall_start = time.perf_counter()
+    model.train()
+    for step in range(hp["max_iters"] + 1):
+        last = step == hp["max_iters"]
+        if step % hp["eval_interval"] == 0 or last:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            validation_loss = evaluate_loss(model, validation_tokens, hp["block_size"], hp["eval_tokens"])
+            history["eval_step"].append(step)
+            history["validation_loss"].append(validation_loss)
+            if validation_loss < best_loss:
+                best_loss, best_step = validation_loss, step
+                best_state = copy.deepcopy(model.state_dict())
+            log(f"step {step}: validation loss {validation_loss:.4f} (best {best_loss:.4f} at step {best_step})")
+        if last:
+            break
+        step_start = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(step, hp)
+        inputs, targets = next_batch()
+        with autocast(device):
+            logits = model(inputs)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if hp["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), hp["grad_clip"])
+        optimizer.step()
+        running_loss += loss.item()  # .item() syncs, so the step time below is real on CUDA too
+        running_steps += 1
+        train_seconds += time.perf_counter() - step_start
+        if (step + 1) % hp["log_interval"] == 0:
+            mean_loss = running_loss / running_steps
+            history["step"].append(step + 1)
+            history["train_loss"].append(mean_loss)
+            log(
+                f"step {step + 1}/{hp['max_iters']}: train loss {mean_loss:.4f}, "
+                f"lr {optimizer.param_groups[0]['lr']:.2e}, {(step + 1) * tokens_per_step / train_seconds:,.0f} tokens/s"
+            )
+            running_loss, running_steps = 0.0, 0
+
+    model.load_state_dict(best_state)
+    model.eval()
+    final_validation = evaluate_loss(model, validation_tokens, hp["block_size"])  # the whole split, best weights
+    final_train = evaluate_loss(model, train_tokens, hp["block_size"], max_tokens=len(validation_ids))
+    summary = {
+        "parameters": model.num_parameters(),
+        "device": str(device),
+        "best_step": best_step,
+        "validation_loss": final_validation,
+        "train_loss": final_train,
+        "tokens_per_second": hp["max_iters"] * tokens_per_step / train_seconds,
+        "train_seconds": train_seconds,
+        "wall_seconds": time.perf_counter() - wall_start,
+    }
+    return TrainingResult(model=model.cpu(), history=history, summary=summary)

@@ -1,0 +1,72 @@
+"""`evaluate/evaluation_report`: the model on the held-out test split, beside unigram and bigram baselines."""
+
+import dagster as dg
+import numpy as np
+
+from evaluate_code_location.baselines import bigram_baseline, unigram_baseline
+from shared_code_location.asset_keys import EVALUATION_REPORT, TEST_TOKENS, TRAIN_TOKENS, TRAINED_MODEL, VOCABULARY
+from shared_code_location.storage_formats import TensorBundle
+
+
+def _metrics_table(rows: dict[str, dict[str, float]]) -> str:
+    lines = ["| | loss (nats/char) | perplexity | bits/char | next-char accuracy |", "|---|---|---|---|---|"]
+    for name, m in rows.items():
+        lines.append(
+            f"| {name} | {m['loss']:.4f} | {m['perplexity']:.2f} | {m['bits_per_character']:.3f} | {m['accuracy']:.1%} |"
+        )
+    return "\n".join(lines)
+
+
+@dg.asset(
+    key=EVALUATION_REPORT.key,
+    group_name="evaluate",
+    description=EVALUATION_REPORT.description,
+    metadata=EVALUATION_REPORT.metadata,
+    ins={
+        "trained_model": dg.AssetIn(key=TRAINED_MODEL.key),
+        "vocabulary": dg.AssetIn(key=VOCABULARY.key),
+        "train_tokens": dg.AssetIn(key=TRAIN_TOKENS.key),
+        "test_tokens": dg.AssetIn(key=TEST_TOKENS.key),
+    },
+    code_version="1",
+)
+def evaluation_report(
+    context: dg.AssetExecutionContext,
+    trained_model: TensorBundle,
+    vocabulary: dict,
+    train_tokens: np.ndarray,
+    test_tokens: np.ndarray,
+) -> dict:
+    """Test loss, perplexity, bits/char and accuracy of the model and of both baselines; samples from fixed prompts."""
+    from evaluate_code_location.model_metrics import generate_samples, language_model_metrics
+    from shared_code_location.tokenizer import CharTokenizer
+    from shared_code_location.transformer import from_tensor_bundle
+
+    model = from_tensor_bundle(trained_model)
+    tokenizer = CharTokenizer.from_json(vocabulary)
+    model_metrics = language_model_metrics(model, test_tokens)
+    baselines = {
+        "unigram": unigram_baseline(train_tokens, test_tokens, tokenizer.vocab_size),
+        "bigram": bigram_baseline(train_tokens, test_tokens, tokenizer.vocab_size),
+    }
+    samples = generate_samples(model, tokenizer)
+    context.add_output_metadata(
+        {
+            "test_loss": dg.MetadataValue.float(model_metrics["loss"]),
+            "perplexity": dg.MetadataValue.float(model_metrics["perplexity"]),
+            "bits_per_character": dg.MetadataValue.float(model_metrics["bits_per_character"]),
+            "accuracy": dg.MetadataValue.float(model_metrics["accuracy"]),
+            "bigram_loss": dg.MetadataValue.float(baselines["bigram"]["loss"]),
+            "metrics": dg.MetadataValue.md(_metrics_table({"transformer": model_metrics, **baselines})),
+            "samples": dg.MetadataValue.md(
+                "\n\n".join(f"**{s['prompt'].strip()}**\n```\n{s['prompt']}{s['completion']}\n```" for s in samples)
+            ),
+        }
+    )
+    return {
+        "model": model_metrics,
+        "baselines": baselines,
+        "samples": samples,
+        "model_config": trained_model.metadata["config"],
+        "training_summary": trained_model.metadata.get("training_summary", {}),
+    }

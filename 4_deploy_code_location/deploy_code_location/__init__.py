@@ -1,0 +1,1 @@
+"""4_deploy: export to ONNX, check parity, release into example_output_resources/, serve over HTTP."""

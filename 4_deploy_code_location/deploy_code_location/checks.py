@@ -1,0 +1,42 @@
+"""Blocking checks in front of the release: ONNX parity with PyTorch, and the written release really serving."""
+
+import dagster as dg
+
+from deploy_code_location.release import ONNX_MODEL_KEY, RELEASE_KEY
+from shared_code_location.asset_keys import TRAINED_MODEL
+from shared_code_location.storage_formats import TensorBundle, sha256_hex
+
+#: Largest |ONNX Runtime − PyTorch| logit difference accepted on any parity shape.
+PARITY_TOLERANCE = 1e-4
+
+
+@dg.asset_check(
+    asset=ONNX_MODEL_KEY, additional_ins={"trained_model": dg.AssetIn(key=TRAINED_MODEL.key)}, blocking=True
+)
+def onnx_matches_pytorch(onnx_model: bytes, trained_model: TensorBundle) -> dg.AssetCheckResult:
+    """ONNX Runtime's logits equal PyTorch's within 1e-4 on several (batch, sequence) shapes."""
+    from deploy_code_location.onnx_export import max_logit_difference
+    from shared_code_location.transformer import from_tensor_bundle
+
+    differences = max_logit_difference(from_tensor_bundle(trained_model), onnx_model)
+    worst = max(differences.values())
+    return dg.AssetCheckResult(
+        passed=worst <= PARITY_TOLERANCE,
+        metadata={"max_abs_difference": worst, "tolerance": PARITY_TOLERANCE, "by_shape": dg.MetadataValue.json(differences)},
+    )
+
+
+@dg.asset_check(asset=RELEASE_KEY, blocking=True)
+def release_loads_and_generates(release: dict) -> dg.AssetCheckResult:
+    """The release folder on disk matches its sha256, loads in ONNX Runtime and generates text."""
+    from pathlib import Path
+
+    from deploy_code_location.onnx_generator import OnnxGenerator
+
+    folder = Path(release["path"])
+    sha_ok = sha256_hex((folder / "model.onnx").read_bytes()) == release["model_sha256"]
+    generation = OnnxGenerator(folder).generate("ROMEO:\n", max_new_tokens=50, temperature=0.8, seed=0)
+    return dg.AssetCheckResult(
+        passed=sha_ok and generation.tokens == 50 and len(generation.text) == 50,
+        metadata={"sha256_matches": sha_ok, "sample": generation.text, "ms_per_token": 1000 * generation.seconds / 50},
+    )

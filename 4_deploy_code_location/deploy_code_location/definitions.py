@@ -1,0 +1,16 @@
+"""The 4_deploy code location."""
+
+import dagster as dg
+
+from deploy_code_location import checks
+from deploy_code_location.release import latest_release, onnx_model, release
+from shared_code_location.asset_keys import EVALUATION_REPORT, IO_MANAGER_KEY, TRAINED_MODEL, VOCABULARY
+from shared_code_location.io_manager import PipelineIOManager
+from shared_code_location.resources import OutputFolderResource
+
+defs = dg.Definitions(
+    assets=[TRAINED_MODEL.spec(), VOCABULARY.spec(), EVALUATION_REPORT.spec(), onnx_model, release, latest_release],
+    asset_checks=dg.load_asset_checks_from_modules([checks]),
+    resources={IO_MANAGER_KEY: PipelineIOManager(), "output_folder": OutputFolderResource()},
+    executor=dg.in_process_executor,
+)

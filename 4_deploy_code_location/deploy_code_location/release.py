@@ -1,0 +1,161 @@
+"""`deploy/onnx_model` → `deploy/release` → `deploy/latest_release`: export, publish, then move the pointer.
+
+Each step is gated by blocking checks: parity before a release is written, a load-and-generate test of the written
+release before `latest.json` moves to it.
+"""
+
+import datetime as dt
+import json
+
+import dagster as dg
+
+from shared_code_location.asset_keys import (
+    DEPLOY_PREFIX,
+    EVALUATION_REPORT,
+    IO_MANAGER_KEY,
+    TEST_TOKENS,
+    TRAIN_TOKENS,
+    TRAINED_MODEL,
+    VALIDATION_TOKENS,
+    VOCABULARY,
+)
+from shared_code_location.resources import OutputFolderResource
+from shared_code_location.storage_formats import StorageFormat, TensorBundle, sha256_hex
+
+ONNX_MODEL_KEY = dg.AssetKey([DEPLOY_PREFIX, "onnx_model"])
+RELEASE_KEY = dg.AssetKey([DEPLOY_PREFIX, "release"])
+LATEST_RELEASE_KEY = dg.AssetKey([DEPLOY_PREFIX, "latest_release"])
+#: Upstream assets whose data versions a model card records, so a release traces back to its exact inputs.
+_LINEAGE_KEYS = (TRAINED_MODEL.key, EVALUATION_REPORT.key, VOCABULARY.key, TRAIN_TOKENS.key, VALIDATION_TOKENS.key,
+                 TEST_TOKENS.key)
+
+
+@dg.asset(
+    key=ONNX_MODEL_KEY,
+    group_name="deploy",
+    ins={"trained_model": dg.AssetIn(key=TRAINED_MODEL.key)},
+    metadata={"storage_format": StorageFormat.ONNX.value},
+    io_manager_key=IO_MANAGER_KEY,
+    code_version="1",
+)
+def onnx_model(context: dg.AssetExecutionContext, trained_model: TensorBundle) -> bytes:
+    """The model exported with the dynamo ONNX exporter: one file, dynamic batch and sequence (≤ block size)."""
+    from deploy_code_location.onnx_export import OPSET, export_onnx
+    from shared_code_location.transformer import from_tensor_bundle
+
+    data = export_onnx(from_tensor_bundle(trained_model))
+    context.add_output_metadata({"onnx_bytes": len(data), "opset": OPSET})
+    return data
+
+
+def _upstream_data_versions(context: dg.AssetExecutionContext) -> dict[str, str | None]:
+    versions = {}
+    for key in _LINEAGE_KEYS:
+        event = context.instance.get_latest_materialization_event(key)
+        tags = event.asset_materialization.tags if event and event.asset_materialization else {}
+        versions[key.to_user_string()] = (tags or {}).get("dagster/data_version")
+    return versions
+
+
+def _model_card_markdown(card: dict) -> str:
+    metrics = card["metrics"]["model"]
+    bigram = card["metrics"]["baselines"]["bigram"]
+    return "\n".join(
+        [
+            f"# Model card — release {card['version']}",
+            "",
+            "A character-level decoder-only transformer trained on the corpus in `example_input_files_resource/`.",
+            "",
+            "| metric (test split) | model | bigram baseline |",
+            "|---|---|---|",
+            f"| loss (nats/char) | {metrics['loss']:.4f} | {bigram['loss']:.4f} |",
+            f"| perplexity | {metrics['perplexity']:.3f} | {bigram['perplexity']:.3f} |",
+            f"| bits per character | {metrics['bits_per_character']:.3f} | {bigram['bits_per_character']:.3f} |",
+            f"| next-char accuracy | {metrics['accuracy']:.1%} | {bigram['accuracy']:.1%} |",
+            "",
+            f"Validation loss at training: {card['training']['validation_loss']:.4f}.",
+            f"`model.onnx` sha256: `{card['model_sha256']}`",
+            "",
+            "```json",
+            json.dumps(card["model_config"], indent=2),
+            "```",
+        ]
+    )
+
+
+@dg.asset(
+    key=RELEASE_KEY,
+    group_name="deploy",
+    ins={
+        "onnx_model": dg.AssetIn(key=ONNX_MODEL_KEY),
+        "vocabulary": dg.AssetIn(key=VOCABULARY.key),
+        "evaluation_report": dg.AssetIn(key=EVALUATION_REPORT.key),
+    },
+    io_manager_key=IO_MANAGER_KEY,
+    metadata={"storage_format": StorageFormat.JSON.value},
+    code_version="1",
+)
+def release(
+    context: dg.AssetExecutionContext,
+    output_folder: OutputFolderResource,
+    onnx_model: bytes,
+    vocabulary: dict,
+    evaluation_report: dict,
+) -> dict:
+    """A new immutable release folder: model.onnx, vocabulary.json, model_card.json/.md (config, metrics, sha256,
+    upstream data versions). Earlier releases are kept."""
+    model_sha = sha256_hex(onnx_model)
+    version = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{model_sha[:8]}"
+    card = {
+        "version": version,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "model_sha256": model_sha,
+        "model_config": evaluation_report["model_config"],
+        "training": evaluation_report["training_summary"],
+        "metrics": {"model": evaluation_report["model"], "baselines": evaluation_report["baselines"]},
+        "samples": evaluation_report["samples"],
+        "upstream_data_versions": _upstream_data_versions(context),
+        "dagster_run_id": context.run.run_id,
+        "onnx": {"inputs": {"input_ids": "int64 [batch, sequence<=block_size]"},
+                 "outputs": {"logits": "float32 [batch, sequence, vocab_size]"}},
+    }
+    from deploy_code_location.release_store import write_release
+
+    folder = write_release(
+        output_folder.path,
+        version,
+        {
+            "model.onnx": onnx_model,
+            "vocabulary.json": json.dumps(vocabulary, indent=2, ensure_ascii=False).encode("utf-8"),
+            "model_card.json": json.dumps(card, indent=2, ensure_ascii=False).encode("utf-8"),
+            "model_card.md": _model_card_markdown(card).encode("utf-8"),
+        },
+    )
+    context.add_output_metadata(
+        {
+            "version": version,
+            "folder": dg.MetadataValue.path(str(folder)),
+            "model_card": dg.MetadataValue.md(_model_card_markdown(card)),
+            "model_sha256": model_sha,
+        }
+    )
+    return {"version": version, "path": str(folder), "model_sha256": model_sha}
+
+
+@dg.asset(
+    key=LATEST_RELEASE_KEY,
+    group_name="deploy",
+    ins={"release": dg.AssetIn(key=RELEASE_KEY)},
+    io_manager_key=IO_MANAGER_KEY,
+    metadata={"storage_format": StorageFormat.JSON.value},
+    code_version="1",
+)
+def latest_release(context: dg.AssetExecutionContext, output_folder: OutputFolderResource, release: dict) -> dict:
+    """`latest.json`, moved to the new release. Runs only after every blocking check upstream passed."""
+    from deploy_code_location.release_store import point_latest_to
+
+    pointer = point_latest_to(output_folder.path, release["version"], release["model_sha256"])
+    context.add_output_metadata(
+        {"version": pointer["version"], "pointer": dg.MetadataValue.path(str(output_folder.path / "latest.json"))}
+    )
+    return pointer

@@ -1,0 +1,91 @@
+"""Every asset that crosses a code-location boundary: its key and its storage format, defined once.
+
+A producer declares `@dg.asset(key=X.key, metadata=X.metadata, ...)`; a consumer declares `X.spec()` in its
+`Definitions`. Both read the same object, so the key and the format can never drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dagster as dg
+
+from shared_code_location.storage_formats import StorageFormat
+
+#: The resource key of `PipelineIOManager` in every location's `Definitions`.
+IO_MANAGER_KEY = "pipeline_io_manager"
+#: The metadata entry that tells the IO manager how an asset is stored.
+STORAGE_FORMAT_METADATA_KEY = "storage_format"
+
+#: One key prefix per stage, so the lineage graph groups by stage and a key says which location owns it.
+ETL_PREFIX = "etl"
+MODEL_PREFIX = "model"
+EVALUATE_PREFIX = "evaluate"
+DEPLOY_PREFIX = "deploy"
+
+
+@dataclass(frozen=True)
+class ContractAsset:
+    """An asset produced in one location and read in another."""
+
+    key: dg.AssetKey
+    storage_format: StorageFormat
+    description: str
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """Definition metadata that producer and consumer both attach, so the IO manager knows the format."""
+        return {STORAGE_FORMAT_METADATA_KEY: self.storage_format.value}
+
+    def spec(self) -> dg.AssetSpec:
+        """How a downstream location declares this upstream asset: loaded through the shared IO manager."""
+        return dg.AssetSpec(self.key, description=self.description, metadata=self.metadata).with_io_manager_key(
+            IO_MANAGER_KEY
+        )
+
+
+def _asset(prefix: str, name: str, storage_format: StorageFormat, description: str) -> ContractAsset:
+    return ContractAsset(dg.AssetKey([prefix, name]), storage_format, description)
+
+
+# 1_etl → 2_model, 3_evaluate, 4_deploy
+VOCABULARY = _asset(
+    ETL_PREFIX, "vocabulary", StorageFormat.JSON, "Tokenizer vocabulary built from the train split only."
+)
+TRAIN_TOKENS = _asset(ETL_PREFIX, "train_tokens", StorageFormat.NUMPY, "Token ids of the train split.")
+VALIDATION_TOKENS = _asset(
+    ETL_PREFIX, "validation_tokens", StorageFormat.NUMPY, "Token ids of the validation split."
+)
+TEST_TOKENS = _asset(ETL_PREFIX, "test_tokens", StorageFormat.NUMPY, "Token ids of the held-out test split.")
+
+# 2_model → 3_evaluate, 4_deploy
+TRAINED_MODEL = _asset(
+    MODEL_PREFIX,
+    "trained_model",
+    StorageFormat.SAFETENSORS,
+    "Decoder-only transformer: best-validation weights, with its config and training summary in the header.",
+)
+
+# 3_evaluate → 4_deploy
+EVALUATION_REPORT = _asset(
+    EVALUATE_PREFIX,
+    "evaluation_report",
+    StorageFormat.JSON,
+    "Test-split metrics of the model beside unigram and bigram baselines, and generated samples.",
+)
+
+CONTRACT_ASSETS: tuple[ContractAsset, ...] = (
+    VOCABULARY,
+    TRAIN_TOKENS,
+    VALIDATION_TOKENS,
+    TEST_TOKENS,
+    TRAINED_MODEL,
+    EVALUATION_REPORT,
+)
+_BY_KEY = {asset.key: asset for asset in CONTRACT_ASSETS}
+
+
+def contract_format(key: dg.AssetKey) -> StorageFormat | None:
+    """The declared format of a contract asset, or None for assets that stay inside one location."""
+    asset = _BY_KEY.get(key)
+    return asset.storage_format if asset else None

@@ -1,0 +1,93 @@
+"""The one IO manager through which every cross-location value flows.
+
+Built on Dagster's `UPathIOManager`, so one implementation serves a local folder and object storage (s3://, gs://,
+any fsspec URL) when locations run in separate containers. Each asset is one file, `<base>/<key path><ext>`, in the
+format its contract (or its `storage_format` metadata) declares; writes are atomic.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+
+from shared_code_location.asset_keys import STORAGE_FORMAT_METADATA_KEY, contract_format
+from shared_code_location.project_paths import default_storage_uri
+from shared_code_location.storage_formats import (
+    StorageFormat,
+    StorageFormatError,
+    atomic_write_bytes,
+    decode,
+    encode,
+    sha256_hex,
+)
+
+if TYPE_CHECKING:
+    from upath import UPath
+
+
+def _declared_format(context: dg.InputContext | dg.OutputContext) -> StorageFormat:
+    """The format of the value: the shared contract first, then the asset's `storage_format` metadata, else JSON."""
+    if context.has_asset_key:
+        fmt = contract_format(context.asset_key)
+        if fmt is not None:
+            return fmt
+    output_context = context.upstream_output if isinstance(context, dg.InputContext) else context
+    metadata = (output_context.definition_metadata if output_context is not None else None) or {}
+    declared = metadata.get(STORAGE_FORMAT_METADATA_KEY, StorageFormat.JSON.value)
+    try:
+        return StorageFormat(getattr(declared, "value", declared))
+    except ValueError as error:
+        raise StorageFormatError(
+            f"unknown {STORAGE_FORMAT_METADATA_KEY} {declared!r}; use one of {[f.value for f in StorageFormat]}"
+        ) from error
+
+
+class ContractUPathIOManager(dg.UPathIOManager):
+    """Stores each value as one file in its declared `StorageFormat`; see `PipelineIOManager` for configuration."""
+
+    def __init__(self, base_path: UPath):
+        super().__init__(base_path=base_path)
+        self._written: dict[str, tuple[int, str]] = {}
+
+    def get_asset_relative_path(self, context: dg.InputContext | dg.OutputContext) -> UPath:
+        path = super().get_asset_relative_path(context)
+        return path.with_name(path.name + _declared_format(context).extension)
+
+    def get_op_output_relative_path(self, context: dg.InputContext | dg.OutputContext) -> UPath:
+        path = super().get_op_output_relative_path(context)
+        return path.with_name(path.name + _declared_format(context).extension)
+
+    def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
+        fmt = _declared_format(context)
+        try:
+            data = encode(fmt, obj)
+        except StorageFormatError as error:
+            raise StorageFormatError(f"{context.asset_key.to_user_string() if context.has_asset_key else 'output'}: {error}") from error
+        atomic_write_bytes(path, data)
+        self._written[str(path)] = (len(data), sha256_hex(data))
+
+    def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
+        if not path.exists():
+            name = context.asset_key.to_user_string() if context.has_asset_key else str(path)
+            raise FileNotFoundError(f"{name} has not been materialized yet: no file at {path}. Materialize it first.")
+        return decode(_declared_format(context), path.read_bytes())
+
+    def get_metadata(self, context: dg.OutputContext, obj: Any) -> dict[str, dg.MetadataValue]:
+        size, digest = self._written.pop(str(self._get_path(context)), (None, None))
+        if size is None:
+            return {}
+        return {"stored_bytes": dg.MetadataValue.int(size), "sha256": dg.MetadataValue.text(digest)}
+
+
+class PipelineIOManager(dg.ConfigurableIOManagerFactory):
+    """The shared IO manager. `base_uri` is any fsspec URL or local path (default: `$ML_PIPELINE_STORAGE_URI`, else
+    `example_persistent_home/storage` in the project)."""
+
+    base_uri: str | None = None
+    storage_options: dict[str, Any] = {}
+
+    def create_io_manager(self, context: dg.InitResourceContext) -> ContractUPathIOManager:
+        from upath import UPath
+
+        return ContractUPathIOManager(base_path=UPath(self.base_uri or default_storage_uri(), **self.storage_options))

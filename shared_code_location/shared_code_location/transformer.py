@@ -1,0 +1,198 @@
+"""The decoder-only transformer (GPT style) that the model, evaluate and deploy locations all rebuild.
+
+It lives in the contract because its weights cross locations: a producer and its consumers must agree on the
+architecture that the safetensors file describes. Import this module only inside asset bodies: it imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from shared_code_location.storage_formats import TensorBundle
+
+MODEL_FORMAT = "decoder-transformer/v1"
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Architecture hyperparameters; stored as JSON in the weights file's header."""
+
+    vocab_size: int
+    block_size: int = 64
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = False
+
+    def __post_init__(self) -> None:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError("dropout must be in [0, 1)")
+
+    def to_json(self) -> dict[str, Any]:
+        """The config as a JSON-able dict."""
+        return asdict(self)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention where each position sees only itself and earlier positions."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, time, channels = x.shape
+        q, k, v = self.qkv(x).split(channels, dim=2)
+        # (B, T, C) -> (B, heads, T, head_dim)
+        q, k, v = (t.view(batch, time, self.n_head, channels // self.n_head).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+        )
+        y = y.transpose(1, 2).contiguous().view(batch, time, channels)
+        return self.resid_dropout(self.proj(y))
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network, 4x wide, GELU."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class DecoderTransformer(nn.Module):
+    """Token + position embeddings, `n_layer` pre-LN blocks, final LayerNorm, LM head tied to the embeddings."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # weight tying: fewer parameters, better small-data loss
+        self.apply(self._init_weights)
+        # GPT-2 scaling of residual projections keeps the residual stream's variance flat with depth.
+        for name, parameter in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(parameter, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_parameters(self) -> int:
+        """Trainable parameters, counting tied weights once."""
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Logits of shape (batch, time, vocab) for token ids of shape (batch, time), time <= block_size."""
+        time = idx.shape[1]
+        positions = torch.arange(time, device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(positions))
+        for block in self.blocks:
+            x = block(x)
+        return self.lm_head(self.ln_f(x))
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Sample `max_new_tokens` continuations of `idx`, cropping the context to the block size."""
+        for _ in range(max_new_tokens):
+            logits = self(idx[:, -self.config.block_size :])[:, -1, :]
+            next_id = sample_next_token(logits, temperature, top_k, generator)
+            idx = torch.cat([idx, next_id], dim=1)
+        return idx
+
+
+def sample_next_token(
+    logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None
+) -> torch.Tensor:
+    """One id per row from last-position logits; temperature 0 means greedy."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=generator)
+
+
+def to_tensor_bundle(model: DecoderTransformer, **metadata: Any) -> TensorBundle:
+    """Weights as float32 numpy arrays (the tied LM head stored once, as `wte.weight`) plus config and metadata."""
+    tensors = {
+        name: tensor.detach().to("cpu", torch.float32).numpy()
+        for name, tensor in model.state_dict().items()
+        if name != "lm_head.weight"
+    }
+    return TensorBundle(tensors, {"format": MODEL_FORMAT, "config": model.config.to_json(), **metadata})
+
+
+def from_tensor_bundle(bundle: TensorBundle, device: str | torch.device = "cpu") -> DecoderTransformer:
+    """Rebuild the model (in eval mode) from a bundle written by `to_tensor_bundle`."""
+    if bundle.metadata.get("format") != MODEL_FORMAT:
+        raise ValueError(f"not a {MODEL_FORMAT} weights file: format={bundle.metadata.get('format')!r}")
+    model = DecoderTransformer(TransformerConfig(**bundle.metadata["config"]))
+    state = {name: torch.from_numpy(np.asarray(array)) for name, array in bundle.tensors.items()}
+    state["lm_head.weight"] = state["wte.weight"]
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval()
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """`auto` picks CUDA when present, else CPU; `cpu` and `cuda` force one (cuda fails clearly if absent)."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was requested but torch sees no CUDA device")
+    return torch.device(requested)
