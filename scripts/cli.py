@@ -290,7 +290,7 @@ def dev(location: str | None, port: int, host: str) -> None:
 # -------------------------------------------------------------------------------------------------- run pipeline
 
 _STEP_FAILURE = re.compile(r" - (?P<step>[\w.]+) - STEP_FAILURE - ")
-_CHECK_FAILED = re.compile(r"Blocking check '(?P<check>[^']+)' for asset '(?P<asset>[^']+)' failed")
+_CHECK_FAILED = re.compile(r"Asset check '(?P<check>[^']+)' on '(?P<asset>[^']+)' did not pass")
 
 
 def parse_overrides(values: tuple[str, ...]) -> dict[str, object]:
@@ -331,8 +331,9 @@ def materialize_location(env: Environment, run_config: dict | None, log_path: Pa
         for line in process.stdout:
             log.write(line)
             if match := _CHECK_FAILED.search(line):
-                failures.append(f"check {match['check']} on {match['asset']}")
-            elif match := _STEP_FAILURE.search(line):
+                failures.append(f"check {match['check']} on {match['asset']} did not pass")
+            elif (match := _STEP_FAILURE.search(line)) and not any(match["step"].endswith(f.split()[1]) for f in
+                                                                    failures if f.startswith("check ")):
                 failures.append(match["step"].replace("__", "/"))
             if verbose:
                 click.echo("    " + line.rstrip())

@@ -21,9 +21,8 @@ defs = dg.Definitions(
     # Steps are light; running them in one process saves a Python start-up per step.
     executor=dg.in_process_executor,
     resources={
+        # Also stores the op outputs inside the graph-backed corpus asset: pickle-free everywhere.
         IO_MANAGER_KEY: PipelineIOManager(),
-        # Op outputs inside the graph-backed corpus asset go through the same pickle-free IO manager.
-        "io_manager": PipelineIOManager(),
         "input_files": InputFilesResource(),
     },
 )

@@ -12,8 +12,9 @@ import dagster as dg
 
 from shared_code_location.storage_formats import StorageFormat
 
-#: The resource key of `PipelineIOManager` in every location's `Definitions`.
-IO_MANAGER_KEY = "pipeline_io_manager"
+#: The resource key of `PipelineIOManager` in every location's `Definitions`. It is Dagster's default IO manager
+#: key, so every asset and op output goes through it: nothing can fall back to Dagster's pickling IO manager.
+IO_MANAGER_KEY = "io_manager"
 #: The metadata entry that tells the IO manager how an asset is stored.
 STORAGE_FORMAT_METADATA_KEY = "storage_format"
 

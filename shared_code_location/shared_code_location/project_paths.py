@@ -35,5 +35,8 @@ def resolve_project_path(path: str | os.PathLike[str]) -> Path:
 
 
 def default_storage_uri() -> str:
-    """Where the IO manager keeps cross-location data: `$ML_PIPELINE_STORAGE_URI` (s3://, gs://, ...) or local."""
-    return os.environ.get("ML_PIPELINE_STORAGE_URI") or str(project_root() / "example_persistent_home" / "storage")
+    """Where the IO manager keeps cross-location data: `$ML_PIPELINE_STORAGE_URI` (s3://, gs://, ...) or local.
+
+    Not `example_persistent_home/storage`: Dagster keeps its compute logs there.
+    """
+    return os.environ.get("ML_PIPELINE_STORAGE_URI") or str(project_root() / "example_persistent_home" / "asset_storage")
