@@ -93,8 +93,8 @@ import shutil  # noqa: E402
 import signal  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
-DAGSTER_HOME = ROOT / "example_persistent_home"
-STORAGE = DAGSTER_HOME / "storage"
+# Tests point these at temporary folders; users normally leave them alone.
+DAGSTER_HOME = Path(os.environ.get("ML_PIPELINE_DAGSTER_HOME", ROOT / "example_persistent_home"))
 
 
 @dataclass(frozen=True)
@@ -282,7 +282,7 @@ def dev(location: str | None, port: int, host: str) -> None:
             f"      module_name: {env.module}\n      location_name: {env.name}\n"
             f"      working_directory: {env.path}\n      executable_path: {env.python}\n"
         )
-    click.echo(f"Dagster UI: http://{host}:{port}  (DAGSTER_HOME={DAGSTER_HOME.relative_to(ROOT)}; Ctrl-C stops)")
+    click.echo(f"Dagster UI: http://{host}:{port}  (DAGSTER_HOME={DAGSTER_HOME}; Ctrl-C stops)")
     command = [str(ROOT_VENV / "bin" / "dagster"), "dev", "-w", str(workspace), "-h", host, "-p", str(port)]
     sys.exit(run_foreground(command, dagster_env()))
 
@@ -341,7 +341,7 @@ def materialize_location(env: Environment, run_config: dict | None, log_path: Pa
                 click.echo("    " + line.rstrip().split(" - ")[-1][:150])  # the assets' own progress logs
         code = process.wait()
     if code and not failures:
-        failures.append(f"{env.name} (exit {code}; see {log_path.relative_to(ROOT)})")
+        failures.append(f"{env.name} (exit {code})")
     return list(dict.fromkeys(failures))
 
 
@@ -380,9 +380,9 @@ def run_pipeline(preset: str, overrides: tuple[str, ...], start: str | None, onl
             env, location_run_config(env, preset, values), logs / f"{stamp}-{env.name}.log", verbose
         )
         if failures:
-            fail(f"{env.name} failed: {'; '.join(failures)} (log: {(logs / f'{stamp}-{env.name}.log').relative_to(ROOT)})")
+            fail(f"{env.name} failed: {'; '.join(failures)} (log: {logs / f'{stamp}-{env.name}.log'})")
         click.secho(f"    ok in {time.perf_counter() - t0:.1f} s", fg="green")
-    latest = ROOT / "example_output_resources" / "latest.json"
+    latest = Path(os.environ.get("ML_PIPELINE_OUTPUT_DIR", ROOT / "example_output_resources")) / "latest.json"
     if latest.exists() and selected[-1] is LOCATIONS[-1]:
         click.echo(f"latest release: {json.loads(latest.read_text())['path']} (example_output_resources/)")
     click.secho(f"pipeline done in {time.perf_counter() - total:.1f} s", fg="green")

@@ -36,7 +36,7 @@ def learning_rate_at(step: int, hp: dict[str, Any]) -> float:
 
 
 def make_optimizer(model: DecoderTransformer, hp: dict[str, Any], device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on norms, biases or... embeddings' 1-D parts)."""
+    """AdamW with weight decay on matrices only (not on LayerNorm weights or biases)."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": hp["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
@@ -45,9 +45,9 @@ def make_optimizer(model: DecoderTransformer, hp: dict[str, Any], device: torch.
 
 def batch_sampler(tokens: torch.Tensor, block_size: int, batch_size: int, generator: torch.Generator):
     """A function returning random (inputs, targets) windows of the token stream; windows are views, not copies."""
-    windows = tokens.unfold(0, block_size + 1, 1)  # (n_windows, block_size + 1)
-    if windows.shape[0] == 0:
+    if tokens.numel() < block_size + 1:
         raise ValueError(f"the split has {tokens.numel()} tokens, fewer than block_size + 1 = {block_size + 1}")
+    windows = tokens.unfold(0, block_size + 1, 1)  # (n_windows, block_size + 1)
 
     def sample() -> tuple[torch.Tensor, torch.Tensor]:
         rows = windows[torch.randint(windows.shape[0], (batch_size,), generator=generator)]

@@ -31,6 +31,7 @@ def write_release(output_dir: Path, version: str, files: dict[str, bytes]) -> Pa
         raise FileExistsError(f"release {version} already exists at {target}; releases are immutable")
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=releases))
     try:
+        staging.chmod(0o755)  # mkdtemp makes it private; a release is meant to be read by servers
         for name, data in files.items():
             with open(staging / name, "wb") as handle:
                 handle.write(data)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
 from shared_code_location.project_paths import resolve_project_path
 
@@ -32,9 +34,10 @@ class InputFilesResource(dg.ConfigurableResource):
 
 
 class OutputFolderResource(dg.ConfigurableResource):
-    """The folder releases are written to (created on first use)."""
+    """The folder releases are written to (created on first use); default `$ML_PIPELINE_OUTPUT_DIR`, else
+    `example_output_resources`."""
 
-    folder: str = "example_output_resources"
+    folder: str = Field(default_factory=lambda: os.environ.get("ML_PIPELINE_OUTPUT_DIR", "example_output_resources"))
 
     @property
     def path(self) -> Path:

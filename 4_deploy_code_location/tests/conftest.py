@@ -1,0 +1,81 @@
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+from deploy_code_location.onnx_export import export_onnx
+from deploy_code_location.release_store import point_latest_to, write_release
+from shared_code_location.storage_formats import sha256_hex
+from shared_code_location.tokenizer import CharTokenizer
+from shared_code_location.transformer import DecoderTransformer, TransformerConfig
+
+TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?\n"
+
+
+def tiny_model(seed: int = 0) -> DecoderTransformer:
+    torch.manual_seed(seed)
+    tokenizer = CharTokenizer.fit(TEXT)
+    return DecoderTransformer(
+        TransformerConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16)
+    ).eval()
+
+
+def make_release(output_dir: Path, version: str, seed: int = 0) -> Path:
+    """A real release folder from a tiny real model: exported ONNX, vocabulary, model card."""
+    model = tiny_model(seed)
+    onnx_bytes = export_onnx(model)
+    card = {"version": version, "model_sha256": sha256_hex(onnx_bytes), "model_config": model.config.to_json()}
+    folder = write_release(
+        output_dir,
+        version,
+        {
+            "model.onnx": onnx_bytes,
+            "vocabulary.json": json.dumps(CharTokenizer.fit(TEXT).to_json()).encode(),
+            "model_card.json": json.dumps(card).encode(),
+            "model_card.md": b"# card",
+        },
+    )
+    point_latest_to(output_dir, version, card["model_sha256"])
+    return folder
+
+
+@pytest.fixture(scope="session")
+def release_dir(tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("releases")
+    make_release(output, "20260101T000000Z-aaaaaaaa")
+    return output
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(release_dir):
+    """A real uvicorn server process on loopback, serving `release_dir`."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deploy_code_location.serving", "--output-dir", str(release_dir), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url + "/health", timeout=1)
+            break
+        except OSError:
+            if process.poll() is not None:
+                raise RuntimeError(process.stdout.read().decode())
+            time.sleep(0.2)
+    yield url
+    process.terminate()
+    process.wait(timeout=10)

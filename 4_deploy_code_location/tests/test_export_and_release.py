@@ -1,0 +1,49 @@
+import json
+
+import numpy as np
+import pytest
+
+from conftest import make_release, tiny_model
+from deploy_code_location.onnx_export import export_onnx, max_logit_difference
+from deploy_code_location.onnx_generator import GenerationRequestError, OnnxGenerator
+from deploy_code_location.release_store import ReleaseNotFoundError, list_releases, resolve_release
+
+
+def test_onnx_export_matches_pytorch_on_several_shapes():
+    model = tiny_model()
+    differences = max_logit_difference(model, export_onnx(model))
+    assert set(differences) >= {"1x1", "1x16", "8x16"}
+    assert max(differences.values()) <= 1e-4
+
+
+def test_release_is_immutable_and_latest_moves_only_when_told(tmp_path):
+    make_release(tmp_path, "20260101T000000Z-11111111")
+    with pytest.raises(FileExistsError):
+        make_release(tmp_path, "20260101T000000Z-11111111")
+    make_release(tmp_path, "20260102T000000Z-22222222", seed=1)
+    assert list_releases(tmp_path) == ["20260101T000000Z-11111111", "20260102T000000Z-22222222"]
+    assert resolve_release(tmp_path).name == "20260102T000000Z-22222222"
+    assert resolve_release(tmp_path, "20260101T000000Z-11111111").name == "20260101T000000Z-11111111"
+    assert not [p for p in (tmp_path / "releases").iterdir() if p.name.startswith(".")]  # no staging leftovers
+    assert json.loads((tmp_path / "latest.json").read_text())["version"] == "20260102T000000Z-22222222"
+
+
+def test_no_release_is_a_clear_error(tmp_path):
+    with pytest.raises(ReleaseNotFoundError, match="cli.py run"):
+        resolve_release(tmp_path)
+    with pytest.raises(ReleaseNotFoundError, match="no release 'v9'"):
+        resolve_release(tmp_path, "v9")
+
+
+def test_generator_samples_reproducibly_and_crops_to_the_block(release_dir):
+    generator = OnnxGenerator(resolve_release(release_dir))
+    a = generator.generate("ROMEO:\n" * 10, max_new_tokens=40, seed=3)  # prompt longer than the block (16)
+    b = generator.generate("ROMEO:\n" * 10, max_new_tokens=40, seed=3)
+    assert a.text == b.text and len(a.text) == 40 and a.tokens == 40
+    assert generator.generate("Zq", max_new_tokens=1, seed=0).unknown_characters == 2
+    greedy_like = generator.generate("ROMEO", max_new_tokens=5, temperature=1e-4, top_k=1, seed=0)
+    ids = generator.tokenizer.encode("ROMEO").astype(np.int64)
+    assert greedy_like.text[0] == generator.tokenizer.decode([int(np.argmax(generator.next_token_logits(ids)))])
+    for bad in ({"prompt": ""}, {"prompt": "a", "temperature": 0}, {"prompt": "a", "max_new_tokens": 0}):
+        with pytest.raises(GenerationRequestError):
+            generator.generate(**bad)

@@ -1,0 +1,43 @@
+import pytest
+import torch
+
+from shared_code_location.transformer import DecoderTransformer, TransformerConfig, from_tensor_bundle, to_tensor_bundle
+
+CONFIG = TransformerConfig(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=32)
+
+
+def test_logits_shape():
+    model = DecoderTransformer(CONFIG).eval()
+    assert model(torch.randint(11, (3, 16))).shape == (3, 16, 11)
+    assert model(torch.randint(11, (1, 5))).shape == (1, 5, 11)
+
+
+def test_causality_future_tokens_never_change_earlier_logits():
+    torch.manual_seed(0)
+    model = DecoderTransformer(CONFIG).eval()
+    ids = torch.randint(11, (2, 16))
+    changed = ids.clone()
+    changed[:, 10:] = (changed[:, 10:] + 1) % 11
+    with torch.no_grad():
+        a, b = model(ids), model(changed)
+    assert torch.allclose(a[:, :10], b[:, :10], atol=1e-6)
+    assert not torch.allclose(a[:, 10:], b[:, 10:])
+
+
+def test_weights_round_trip_through_a_tensor_bundle():
+    torch.manual_seed(1)
+    model = DecoderTransformer(CONFIG).eval()
+    bundle = to_tensor_bundle(model, note="x")
+    assert "lm_head.weight" not in bundle.tensors  # tied to wte.weight, stored once
+    clone = from_tensor_bundle(bundle)
+    ids = torch.randint(11, (2, 8))
+    with torch.no_grad():
+        assert torch.equal(model(ids), clone(ids))
+    assert clone.lm_head.weight.data_ptr() == clone.wte.weight.data_ptr()
+
+
+def test_bad_configs_are_named():
+    with pytest.raises(ValueError, match="multiple of n_head"):
+        TransformerConfig(vocab_size=5, n_embd=30, n_head=4)
+    with pytest.raises(ValueError, match="dropout"):
+        TransformerConfig(vocab_size=5, dropout=1.5)
