@@ -14,7 +14,10 @@ from shared_code_location.project_paths import resolve_project_path
 class InputFilesResource(dg.ConfigurableResource):
     """The folder of text files the ETL ingests: every file matching `pattern`, in name order."""
 
-    folder: str = "example_input_files_resource"
+    folder: str = Field(
+        default_factory=lambda: os.environ.get("ML_PIPELINE_INPUT_DIR", "example_input_files_resource"),
+        description="Folder of the corpus; default `$ML_PIPELINE_INPUT_DIR`, else example_input_files_resource",
+    )
     pattern: str = "*.txt"
 
     @property
