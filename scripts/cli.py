@@ -53,7 +53,7 @@ def pip_index_flags() -> list[str]:
 def _bootstrap() -> None:
     """Create .venv, install uv into it with pip (which reads the user's pip configuration), then the root
     requirements with uv, and re-run this command inside .venv."""
-    if sys.version_info < (3, 10):
+    if sys.version_info < (3, 10):  # noqa: UP036 -- this runs on whatever Python the user has
         sys.exit(f"Python 3.10 or newer is needed; this is {sys.version.split()[0]}")
     if not (ROOT_VENV / "bin" / "uv").exists():
         print(f"bootstrapping the root environment in {ROOT_VENV.name}/ (uv {UV_VERSION}) ...", flush=True)
@@ -61,8 +61,17 @@ def _bootstrap() -> None:
         pip = [str(ROOT_PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
         subprocess.run([*pip, f"uv=={UV_VERSION}"], check=True)
     subprocess.run(
-        [str(ROOT_VENV / "bin" / "uv"), "pip", "install", "--quiet", *pip_index_flags(), "--python", str(ROOT_PYTHON),
-         "-r", str(ROOT_REQUIREMENTS)],
+        [
+            str(ROOT_VENV / "bin" / "uv"),
+            "pip",
+            "install",
+            "--quiet",
+            *pip_index_flags(),
+            "--python",
+            str(ROOT_PYTHON),
+            "-r",
+            str(ROOT_REQUIREMENTS),
+        ],
         check=True,
     )
     os.execv(str(ROOT_PYTHON), [str(ROOT_PYTHON), *sys.argv])
@@ -83,8 +92,6 @@ if not _in_root_venv():
         "Commands: setup, dev, run, serve, test, lint, lock, clean (each with --help once set up)."
     )
 
-import click  # noqa: E402
-
 # After this point we run inside .venv (or another environment with click); stdlib and click only at import.
 import hashlib  # noqa: E402
 import json  # noqa: E402
@@ -93,6 +100,9 @@ import shutil  # noqa: E402
 import signal  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
+
+import click  # noqa: E402
+
 # Tests point these at temporary folders; users normally leave them alone.
 DAGSTER_HOME = Path(os.environ.get("ML_PIPELINE_DAGSTER_HOME", ROOT / "example_persistent_home"))
 
@@ -332,8 +342,9 @@ def materialize_location(env: Environment, run_config: dict | None, log_path: Pa
             log.write(line)
             if match := _CHECK_FAILED.search(line):
                 failures.append(f"check {match['check']} on {match['asset']} did not pass")
-            elif (match := _STEP_FAILURE.search(line)) and not any(match["step"].endswith(f.split()[1]) for f in
-                                                                    failures if f.startswith("check ")):
+            elif (match := _STEP_FAILURE.search(line)) and not any(
+                match["step"].endswith(f.split()[1]) for f in failures if f.startswith("check ")
+            ):
                 failures.append(match["step"].replace("__", "/"))
             if verbose:
                 click.echo("    " + line.rstrip())
@@ -346,11 +357,23 @@ def materialize_location(env: Environment, run_config: dict | None, log_path: Pa
 
 
 @cli.command(name="run")
-@click.option("--preset", type=click.Choice(["quick", "gpu", "tiny"]), default="quick", show_default=True,
-              help="Training preset (2_model).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a training hyperparameter, e.g. --set max_iters=500 (repeatable).")
-@click.option("--from", "start", default=None, help="Start at this location (e.g. 3_evaluate); earlier ones are reused.")
+@click.option(
+    "--preset",
+    type=click.Choice(["quick", "gpu", "tiny"]),
+    default="quick",
+    show_default=True,
+    help="Training preset (2_model).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a training hyperparameter, e.g. --set max_iters=500 (repeatable).",
+)
+@click.option(
+    "--from", "start", default=None, help="Start at this location (e.g. 3_evaluate); earlier ones are reused."
+)
 @click.option("--only", default=None, help="Run only this location.")
 @click.option("-v", "--verbose", is_flag=True, help="Print Dagster's full event log.")
 def run_pipeline(preset: str, overrides: tuple[str, ...], start: str | None, only: str | None, verbose: bool) -> None:
@@ -458,12 +481,32 @@ def lint(fix: bool) -> None:
 def lock(upgrade: bool) -> None:
     """Re-resolve every requirements.lock from the pyproject pins (run after editing dependencies)."""
     flags = pip_index_flags()
-    uv("pip", "compile", *flags, *(["--upgrade"] if upgrade else []), "--python-version", "3.11",
-       "scripts/requirements.in", "-o", "scripts/requirements.lock")
+    uv(
+        "pip",
+        "compile",
+        *flags,
+        *(["--upgrade"] if upgrade else []),
+        "--python-version",
+        "3.11",
+        "scripts/requirements.in",
+        "-o",
+        "scripts/requirements.lock",
+    )
     for env in ENVIRONMENTS:
-        uv("pip", "compile", *flags, *(["--upgrade"] if upgrade else []), "--python-version", "3.11",
-           f"{env.folder}/pyproject.toml", "--all-extras", "--no-emit-package", "shared-code-location",
-           "-o", f"{env.folder}/requirements.lock")  # relative paths: the lock's header names no local folder
+        uv(
+            "pip",
+            "compile",
+            *flags,
+            *(["--upgrade"] if upgrade else []),
+            "--python-version",
+            "3.11",
+            f"{env.folder}/pyproject.toml",
+            "--all-extras",
+            "--no-emit-package",
+            "shared-code-location",
+            "-o",
+            f"{env.folder}/requirements.lock",
+        )  # relative paths: the lock's header names no local folder
         # A lock names public versions only: `torch==2.13.0+cpu` from a local wheel folder would not resolve
         # elsewhere, while `torch==2.13.0` matches both the local CPU build and PyPI's.
         text = re.sub(r"^(\S+==[^+\s]+)\+\S+", r"\1", env.lock.read_text(), flags=re.MULTILINE)
@@ -490,7 +533,9 @@ def clean(data: bool, yes: bool) -> None:
             shutil.rmtree(path, ignore_errors=True)
         elif path.exists():
             path.unlink()
-    click.echo(f"removed {len([p for p in doomed if not p.exists()])} item(s); the root .venv stays (delete it by hand)")
+    click.echo(
+        f"removed {len([p for p in doomed if not p.exists()])} item(s); the root .venv stays (delete it by hand)"
+    )
 
 
 if __name__ == "__main__":

@@ -15,8 +15,12 @@ def test_pipeline_produces_a_release_that_onnx_runtime_serves(isolated_env, tmp_
     releases = tmp_path / "releases"
     latest = json.loads((releases / "latest.json").read_text())
     folder = releases / latest["path"]
-    assert sorted(p.name for p in folder.iterdir()) == ["model.onnx", "model_card.json", "model_card.md",
-                                                       "vocabulary.json"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "model.onnx",
+        "model_card.json",
+        "model_card.md",
+        "vocabulary.json",
+    ]
     card = json.loads((folder / "model_card.json").read_text())
     assert card["model_config"]["n_layer"] == 2  # the tiny preset reached the model location
     assert card["metrics"]["model"]["loss"] < card["metrics"]["baselines"]["bigram"]["loss"]
@@ -29,8 +33,9 @@ def test_pipeline_produces_a_release_that_onnx_runtime_serves(isolated_env, tmp_
         "print(json.dumps({'text': r.text, 'torch': 'torch' in sys.modules}))"
     )
     deploy_python = ROOT / "4_deploy_code_location" / ".venv" / "bin" / "python"
-    sample = json.loads(subprocess.run([str(deploy_python), "-c", code], capture_output=True, text=True,
-                                       check=True).stdout)
+    sample = json.loads(
+        subprocess.run([str(deploy_python), "-c", code], capture_output=True, text=True, check=True).stdout
+    )
     assert len(sample["text"]) == 40 and not sample["torch"]
 
 

@@ -1,5 +1,6 @@
 """Data-quality checks of the ETL outputs. Blocking: a failure stops everything downstream."""
 
+import itertools
 
 import dagster as dg
 
@@ -21,7 +22,7 @@ def splits_do_not_overlap(text_splits: dict) -> dg.AssetCheckResult:
     """The splits are disjoint, contiguous, in train → validation → test order, and cover the corpus once."""
     offsets = text_splits["offsets"]
     order = [offsets["train"], offsets["validation"], offsets["test"]]
-    contiguous = order[0][0] == 0 and all(a[1] == b[0] for a, b in zip(order, order[1:], strict=False))
+    contiguous = order[0][0] == 0 and all(a[1] == b[0] for a, b in itertools.pairwise(order))
     ordered = all(start <= end for start, end in order)
     lengths_match = all(end - start == len(text_splits["splits"][name]) for name, (start, end) in offsets.items())
     return dg.AssetCheckResult(

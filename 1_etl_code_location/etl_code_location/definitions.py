@@ -1,6 +1,5 @@
 """The 1_etl code location."""
 
-
 import dagster as dg
 
 from etl_code_location import checks

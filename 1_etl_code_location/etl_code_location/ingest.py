@@ -1,6 +1,5 @@
 """`etl/corpus`: every text file of the input folder, validated and normalized, built as a graph of two ops."""
 
-
 import hashlib
 import unicodedata
 from pathlib import Path

@@ -1,6 +1,5 @@
 """`etl/text_splits`: train / validation / test as contiguous blocks of the corpus, so nothing leaks across."""
 
-
 import dagster as dg
 from pydantic import model_validator
 
@@ -58,9 +57,12 @@ def text_splits(context: dg.AssetExecutionContext, config: SplitConfig, corpus: 
             f"split(s) {empty} are empty: the corpus ({len(corpus)} characters, {corpus.count(chr(10))} lines) "
             "is too small for these fractions"
         )
-    offsets = {"train": [0, train_end], "validation": [train_end, validation_end], "test": [validation_end, len(corpus)]}
+    offsets = {
+        "train": [0, train_end],
+        "validation": [train_end, validation_end],
+        "test": [validation_end, len(corpus)],
+    }
     context.add_output_metadata(
-        {f"{name}_characters": len(text) for name, text in splits.items()}
-        | {"offsets": dg.MetadataValue.json(offsets)}
+        {f"{name}_characters": len(text) for name, text in splits.items()} | {"offsets": dg.MetadataValue.json(offsets)}
     )
     return {"offsets": offsets, "splits": splits}

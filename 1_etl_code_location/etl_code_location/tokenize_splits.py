@@ -1,6 +1,5 @@
 """`etl/{train,validation,test}_tokens`: each split encoded with the train vocabulary."""
 
-
 import dagster as dg
 import numpy as np
 

@@ -1,6 +1,5 @@
 """`etl/vocabulary`: the tokenizer's vocabulary, built from the train split only."""
 
-
 import dagster as dg
 
 from shared_code_location.asset_keys import VOCABULARY

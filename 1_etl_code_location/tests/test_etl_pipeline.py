@@ -22,8 +22,10 @@ def materialize(input_dir, storage_dir, config=None):
         assets=defs.assets,
         asset_checks=defs.asset_checks,
         jobs=defs.jobs,
-        resources={IO_MANAGER_KEY: PipelineIOManager(base_uri=str(storage_dir)),
-                   "input_files": InputFilesResource(folder=str(input_dir))},
+        resources={
+            IO_MANAGER_KEY: PipelineIOManager(base_uri=str(storage_dir)),
+            "input_files": InputFilesResource(folder=str(input_dir)),
+        },
     )
     return test_defs.resolve_job_def("etl_job").execute_in_process(run_config=config or {}, raise_on_error=False)
 
@@ -49,8 +51,11 @@ def test_materializes_splits_vocabulary_and_tokens(tmp_path):
     assert 0.85 < len(train) / len(corpus_text) < 0.95
     assert vocabulary["symbols"][0] == "\ufffd" and vocabulary["vocab_size"] == len(set(corpus_text)) + 1
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {"splits_are_non_empty": True, "splits_do_not_overlap": True,
-                      "vocabulary_covers_held_out_splits": True}
+    assert checks == {
+        "splits_are_non_empty": True,
+        "splits_do_not_overlap": True,
+        "vocabulary_covers_held_out_splits": True,
+    }
     metadata = result.asset_materializations_for_node("etl__vocabulary")[0].metadata
     assert metadata["vocab_size"].value == vocabulary["vocab_size"]
     assert metadata["validation_oov_rate"].value == 0.0
@@ -74,8 +79,10 @@ def test_vocabulary_comes_from_train_only_and_the_coverage_check_catches_a_gap(t
         (lambda d: d.mkdir(), "no file matching"),
         (lambda d: (d.mkdir(), (d / "e.txt").write_text("  \n")), "e.txt is empty"),
         (lambda d: (d.mkdir(), (d / "bin.txt").write_bytes(b"\x7fELF\x00\x00" * 50)), "bin.txt looks binary"),
-        (lambda d: (d.mkdir(), (d / "latin.txt").write_bytes("café\nolé\n".encode("latin-1"))),
-         "latin.txt is not valid UTF-8: byte 3 (line 1)"),
+        (
+            lambda d: (d.mkdir(), (d / "latin.txt").write_bytes("café\nolé\n".encode("latin-1"))),
+            "latin.txt is not valid UTF-8: byte 3 (line 1)",
+        ),
     ],
     ids=["missing-folder", "no-files", "empty-file", "binary", "not-utf8"],
 )

@@ -104,8 +104,12 @@ def train(
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     config = TransformerConfig(
-        vocab_size=vocab_size, block_size=hp["block_size"], n_layer=hp["n_layer"], n_head=hp["n_head"],
-        n_embd=hp["n_embd"], dropout=hp["dropout"],
+        vocab_size=vocab_size,
+        block_size=hp["block_size"],
+        n_layer=hp["n_layer"],
+        n_head=hp["n_head"],
+        n_embd=hp["n_embd"],
+        dropout=hp["dropout"],
     )
     model = DecoderTransformer(config).to(device)
     optimizer = make_optimizer(model, hp, device)
@@ -159,7 +163,8 @@ def train(
             history["train_loss"].append(mean_loss)
             log(
                 f"step {step + 1}/{hp['max_iters']}: train loss {mean_loss:.4f}, "
-                f"lr {optimizer.param_groups[0]['lr']:.2e}, {(step + 1) * tokens_per_step / train_seconds:,.0f} tokens/s"
+                f"lr {optimizer.param_groups[0]['lr']:.2e}, "
+                f"{(step + 1) * tokens_per_step / train_seconds:,.0f} tokens/s"
             )
             running_loss, running_steps = 0.0, 0
 

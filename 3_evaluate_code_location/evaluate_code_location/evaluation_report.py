@@ -12,7 +12,8 @@ def _metrics_table(rows: dict[str, dict[str, float]]) -> str:
     lines = ["| | loss (nats/char) | perplexity | bits/char | next-char accuracy |", "|---|---|---|---|---|"]
     for name, m in rows.items():
         lines.append(
-            f"| {name} | {m['loss']:.4f} | {m['perplexity']:.2f} | {m['bits_per_character']:.3f} | {m['accuracy']:.1%} |"
+            f"| {name} | {m['loss']:.4f} | {m['perplexity']:.2f} "
+            f"| {m['bits_per_character']:.3f} | {m['accuracy']:.1%} |"
         )
     return "\n".join(lines)
 

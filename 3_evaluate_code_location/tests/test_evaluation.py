@@ -26,8 +26,9 @@ def test_bigram_baseline_learns_a_deterministic_sequence():
 def test_untrained_model_is_near_uniform_and_samples_are_reproducible():
     tokenizer = CharTokenizer.fit("ROMEO:\nFirst Citizen KING HENRY VI abc")
     torch.manual_seed(0)
-    model = DecoderTransformer(TransformerConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=1,
-                                                 n_head=1, n_embd=16)).eval()
+    model = DecoderTransformer(
+        TransformerConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=1, n_head=1, n_embd=16)
+    ).eval()
     tokens = np.random.default_rng(0).integers(0, tokenizer.vocab_size, 500).astype(np.uint16)
     metrics = language_model_metrics(model, tokens)
     assert abs(metrics["loss"] - math.log(tokenizer.vocab_size)) < 0.2

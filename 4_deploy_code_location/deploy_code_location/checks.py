@@ -22,7 +22,11 @@ def onnx_matches_pytorch(onnx_model: bytes, trained_model: TensorBundle) -> dg.A
     worst = max(differences.values())
     return dg.AssetCheckResult(
         passed=worst <= PARITY_TOLERANCE,
-        metadata={"max_abs_difference": worst, "tolerance": PARITY_TOLERANCE, "by_shape": dg.MetadataValue.json(differences)},
+        metadata={
+            "max_abs_difference": worst,
+            "tolerance": PARITY_TOLERANCE,
+            "by_shape": dg.MetadataValue.json(differences),
+        },
     )
 
 

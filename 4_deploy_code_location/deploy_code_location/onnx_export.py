@@ -63,5 +63,3 @@ def max_logit_difference(model: DecoderTransformer, onnx_bytes: bytes, seed: int
             raise AssertionError(f"shape {actual.shape} from ONNX Runtime, {expected.shape} from PyTorch")
         differences[f"{batch}x{sequence}"] = float(np.abs(actual - expected).max())
     return differences
-
-

@@ -26,8 +26,14 @@ ONNX_MODEL_KEY = dg.AssetKey([DEPLOY_PREFIX, "onnx_model"])
 RELEASE_KEY = dg.AssetKey([DEPLOY_PREFIX, "release"])
 LATEST_RELEASE_KEY = dg.AssetKey([DEPLOY_PREFIX, "latest_release"])
 #: Upstream assets whose data versions a model card records, so a release traces back to its exact inputs.
-_LINEAGE_KEYS = (TRAINED_MODEL.key, EVALUATION_REPORT.key, VOCABULARY.key, TRAIN_TOKENS.key, VALIDATION_TOKENS.key,
-                 TEST_TOKENS.key)
+_LINEAGE_KEYS = (
+    TRAINED_MODEL.key,
+    EVALUATION_REPORT.key,
+    VOCABULARY.key,
+    TRAIN_TOKENS.key,
+    VALIDATION_TOKENS.key,
+    TEST_TOKENS.key,
+)
 
 
 @dg.asset(
@@ -116,8 +122,10 @@ def release(
         "samples": evaluation_report["samples"],
         "upstream_data_versions": _upstream_data_versions(context),
         "dagster_run_id": context.run.run_id,
-        "onnx": {"inputs": {"input_ids": "int64 [batch, sequence<=block_size]"},
-                 "outputs": {"logits": "float32 [batch, sequence, vocab_size]"}},
+        "onnx": {
+            "inputs": {"input_ids": "int64 [batch, sequence<=block_size]"},
+            "outputs": {"logits": "float32 [batch, sequence, vocab_size]"},
+        },
     }
     from deploy_code_location.release_store import write_release
 

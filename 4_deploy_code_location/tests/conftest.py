@@ -64,7 +64,8 @@ def server(release_dir):
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "deploy_code_location.serving", "--output-dir", str(release_dir), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -74,7 +75,7 @@ def server(release_dir):
             break
         except OSError:
             if process.poll() is not None:
-                raise RuntimeError(process.stdout.read().decode())
+                raise RuntimeError(process.stdout.read().decode()) from None
             time.sleep(0.2)
     yield url
     process.terminate()

@@ -29,7 +29,7 @@ def test_release_is_immutable_and_latest_moves_only_when_told(tmp_path):
 
 
 def test_no_release_is_a_clear_error(tmp_path):
-    with pytest.raises(ReleaseNotFoundError, match="cli.py run"):
+    with pytest.raises(ReleaseNotFoundError, match=r"cli\.py run"):
         resolve_release(tmp_path)
     with pytest.raises(ReleaseNotFoundError, match="no release 'v9'"):
         resolve_release(tmp_path, "v9")

@@ -55,8 +55,10 @@ def test_bad_requests_get_4xx_with_a_reason(server):
 def test_chunked_oversized_body_is_refused(server):
     host, port = server.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n")
+        sock.sendall(
+            b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
         chunk = b"a" * 32768
         for _ in range(3):
             sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")

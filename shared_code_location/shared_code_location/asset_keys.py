@@ -54,9 +54,7 @@ VOCABULARY = _asset(
     ETL_PREFIX, "vocabulary", StorageFormat.JSON, "Tokenizer vocabulary built from the train split only."
 )
 TRAIN_TOKENS = _asset(ETL_PREFIX, "train_tokens", StorageFormat.NUMPY, "Token ids of the train split.")
-VALIDATION_TOKENS = _asset(
-    ETL_PREFIX, "validation_tokens", StorageFormat.NUMPY, "Token ids of the validation split."
-)
+VALIDATION_TOKENS = _asset(ETL_PREFIX, "validation_tokens", StorageFormat.NUMPY, "Token ids of the validation split.")
 TEST_TOKENS = _asset(ETL_PREFIX, "test_tokens", StorageFormat.NUMPY, "Token ids of the held-out test split.")
 
 # 2_model → 3_evaluate, 4_deploy

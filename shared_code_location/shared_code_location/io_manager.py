@@ -63,7 +63,9 @@ class ContractUPathIOManager(dg.UPathIOManager):
         try:
             data = encode(fmt, obj)
         except StorageFormatError as error:
-            raise StorageFormatError(f"{context.asset_key.to_user_string() if context.has_asset_key else 'output'}: {error}") from error
+            raise StorageFormatError(
+                f"{context.asset_key.to_user_string() if context.has_asset_key else 'output'}: {error}"
+            ) from error
         atomic_write_bytes(path, data)
         self._written[str(path)] = (len(data), sha256_hex(data))
 
@@ -85,7 +87,7 @@ class PipelineIOManager(dg.ConfigurableIOManagerFactory):
     `example_persistent_home/storage` in the project)."""
 
     base_uri: str | None = None
-    storage_options: dict[str, Any] = {}
+    storage_options: dict[str, Any] = {}  # noqa: RUF012 -- pydantic copies field defaults
 
     def create_io_manager(self, context: dg.InitResourceContext) -> ContractUPathIOManager:
         from upath import UPath

@@ -39,4 +39,6 @@ def default_storage_uri() -> str:
 
     Not `example_persistent_home/storage`: Dagster keeps its compute logs there.
     """
-    return os.environ.get("ML_PIPELINE_STORAGE_URI") or str(project_root() / "example_persistent_home" / "asset_storage")
+    return os.environ.get("ML_PIPELINE_STORAGE_URI") or str(
+        project_root() / "example_persistent_home" / "asset_storage"
+    )

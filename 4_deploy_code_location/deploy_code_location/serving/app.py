@@ -48,7 +48,9 @@ def create_app(output_dir: Path, release: str | None = None) -> FastAPI:
     registry = CollectorRegistry()
     requests = Counter("generate_requests", "Requests to /generate by status code", ["status"], registry=registry)
     latency = Histogram(
-        "generate_latency_seconds", "Latency of successful /generate requests", registry=registry,
+        "generate_latency_seconds",
+        "Latency of successful /generate requests",
+        registry=registry,
         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     )
     tokens = Counter("generated_tokens", "Tokens generated", registry=registry)
