@@ -86,7 +86,8 @@ def main() -> None:
     print(
         f"generation, batch 1, {args.tokens} tokens, release {pointer['version']}: "
         f"ONNX Runtime {ort['ms_per_token']:.3f} ms/token (torch loaded: {ort['torch_loaded']}), "
-        f"PyTorch eager {eager['ms_per_token']:.3f} ms/token, speed-up {eager['ms_per_token'] / ort['ms_per_token']:.2f}x"
+        f"PyTorch eager {eager['ms_per_token']:.3f} ms/token, "
+        f"speed-up {eager['ms_per_token'] / ort['ms_per_token']:.2f}x"
     )
 
 

@@ -45,7 +45,8 @@ def main() -> None:
     args = parser.parse_args()
     train_ids = np.load(f"{args.storage}/etl/train_tokens.npy")
     validation_ids = np.load(f"{args.storage}/etl/validation_tokens.npy")
-    vocab_size = json.load(open(f"{args.storage}/etl/vocabulary.json"))["vocab_size"]
+    with open(f"{args.storage}/etl/vocabulary.json") as handle:
+        vocab_size = json.load(handle)["vocab_size"]
     hp = TrainingConfig(max_iters=args.iters, eval_interval=10**9, eval_tokens=4096, device="cpu").resolved()
     bare, inside = [], []
     for _ in range(args.rounds):
