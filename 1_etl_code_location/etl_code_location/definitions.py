@@ -4,6 +4,7 @@ import dagster as dg
 
 from etl_code_location import checks
 from etl_code_location.ingest import corpus
+from etl_code_location.sensors import input_files_sensor
 from etl_code_location.split import text_splits
 from etl_code_location.tokenize_splits import tokenized_splits
 from etl_code_location.vocabulary import vocabulary
@@ -17,6 +18,7 @@ defs = dg.Definitions(
     assets=[corpus, text_splits, vocabulary, tokenized_splits],
     asset_checks=dg.load_asset_checks_from_modules([checks]),
     jobs=[etl_job],
+    sensors=[input_files_sensor],
     # Steps are light; running them in one process saves a Python start-up per step.
     executor=dg.in_process_executor,
     resources={

@@ -5,6 +5,7 @@ import numpy as np
 
 from model_code_location.presets import TrainingConfig
 from shared_code_location.asset_keys import TRAIN_TOKENS, TRAINED_MODEL, VALIDATION_TOKENS, VOCABULARY
+from shared_code_location.automation import ON_UPSTREAM_CHANGE
 from shared_code_location.storage_formats import TensorBundle
 
 #: Bump when the training code changes in a way that changes the model; Dagster then marks the model stale.
@@ -22,6 +23,9 @@ TRAINING_CODE_VERSION = "1"
         "validation_tokens": dg.AssetIn(key=VALIDATION_TOKENS.key),
     },
     code_version=TRAINING_CODE_VERSION,
+    automation_condition=ON_UPSTREAM_CHANGE,
+    # One training at a time: the instance's pool limit (dagster.yaml, default_limit 1) applies to this pool.
+    pool="training",
 )
 def trained_model(
     context: dg.AssetExecutionContext,

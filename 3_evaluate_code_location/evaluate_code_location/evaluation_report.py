@@ -5,6 +5,7 @@ import numpy as np
 
 from evaluate_code_location.baselines import bigram_baseline, unigram_baseline
 from shared_code_location.asset_keys import EVALUATION_REPORT, TEST_TOKENS, TRAIN_TOKENS, TRAINED_MODEL, VOCABULARY
+from shared_code_location.automation import ON_UPSTREAM_CHANGE
 from shared_code_location.storage_formats import TensorBundle
 
 
@@ -30,6 +31,7 @@ def _metrics_table(rows: dict[str, dict[str, float]]) -> str:
         "test_tokens": dg.AssetIn(key=TEST_TOKENS.key),
     },
     code_version="1",
+    automation_condition=ON_UPSTREAM_CHANGE,
 )
 def evaluation_report(
     context: dg.AssetExecutionContext,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared_code_location.tokenizer import CharTokenizer
+from shared_code_location.tokenizer import UNKNOWN_ID, CharTokenizer
 
 INPUT_NAME = "input_ids"
 OUTPUT_NAME = "logits"
@@ -83,6 +83,7 @@ class OnnxGenerator:
         start = time.perf_counter()
         for _ in range(max_new_tokens):
             logits = self.next_token_logits(buffer[:length]).astype(np.float64) / temperature
+            logits[UNKNOWN_ID] = -np.inf  # the unknown symbol is an input placeholder, never an output
             if top_k and top_k < logits.shape[0]:
                 kth = np.partition(logits, -top_k)[-top_k]
                 logits = np.where(logits < kth, -np.inf, logits)

@@ -19,6 +19,7 @@ from shared_code_location.asset_keys import (
     VALIDATION_TOKENS,
     VOCABULARY,
 )
+from shared_code_location.automation import ON_UPSTREAM_CHANGE
 from shared_code_location.resources import OutputFolderResource
 from shared_code_location.storage_formats import StorageFormat, TensorBundle, sha256_hex
 
@@ -43,6 +44,7 @@ _LINEAGE_KEYS = (
     metadata={"storage_format": StorageFormat.ONNX.value},
     io_manager_key=IO_MANAGER_KEY,
     code_version="1",
+    automation_condition=ON_UPSTREAM_CHANGE,
 )
 def onnx_model(context: dg.AssetExecutionContext, trained_model: TensorBundle) -> bytes:
     """The model exported with the dynamo ONNX exporter: one file, dynamic batch and sequence (≤ block size)."""
@@ -100,6 +102,9 @@ def _model_card_markdown(card: dict) -> str:
     io_manager_key=IO_MANAGER_KEY,
     metadata={"storage_format": StorageFormat.JSON.value},
     code_version="1",
+    automation_condition=ON_UPSTREAM_CHANGE,
+    # A shared or network filesystem can fail transiently; each attempt writes a new staging folder.
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
 )
 def release(
     context: dg.AssetExecutionContext,
@@ -157,6 +162,7 @@ def release(
     io_manager_key=IO_MANAGER_KEY,
     metadata={"storage_format": StorageFormat.JSON.value},
     code_version="1",
+    automation_condition=ON_UPSTREAM_CHANGE,
 )
 def latest_release(context: dg.AssetExecutionContext, output_folder: OutputFolderResource, release: dict) -> dict:
     """`latest.json`, moved to the new release. Runs only after every blocking check upstream passed."""

@@ -1,0 +1,68 @@
+"""The shared automation condition, evaluated by Dagster's own automation engine (no daemon needed)."""
+
+import dagster as dg
+
+from shared_code_location.automation import ON_UPSTREAM_CHANGE, automation_sensor
+
+
+def build(check_passes: bool):
+    @dg.asset
+    def upstream() -> int:
+        return 1
+
+    @dg.asset_check(asset=upstream, blocking=True)
+    def upstream_ok() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=check_passes)
+
+    @dg.asset(deps=[upstream], automation_condition=ON_UPSTREAM_CHANGE)
+    def downstream() -> None:
+        return None
+
+    return upstream, upstream_ok, downstream
+
+
+def requested(defs, instance, cursor=None):
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    keys = {"upstream", "downstream"}
+    return {k for k in keys if result.get_num_requested(dg.AssetKey(k))}, result.cursor
+
+
+def test_downstream_runs_after_an_upstream_change_and_not_again_until_the_next():
+    upstream, check, downstream = build(check_passes=True)
+    instance = dg.DagsterInstance.ephemeral()
+    defs = [upstream, check, downstream]
+    keys, cursor = requested(defs, instance)
+    assert keys == set()  # upstream missing: nothing to do yet
+    assert dg.materialize([upstream, check], instance=instance).success
+    keys, cursor = requested(defs, instance, cursor)
+    assert keys == {"downstream"}
+    keys, cursor = requested(defs, instance, cursor)
+    assert keys == set()  # requested once per change
+
+
+def test_a_failed_blocking_check_upstream_stops_the_downstream():
+    upstream, check, downstream = build(check_passes=False)
+    instance = dg.DagsterInstance.ephemeral()
+    defs = [upstream, check, downstream]
+    _, cursor = requested(defs, instance)
+    dg.materialize([upstream, check], instance=instance, raise_on_error=False)
+    keys, _ = requested(defs, instance, cursor)
+    assert keys == set()
+
+
+def test_plain_eager_would_not_have_stopped_it():
+    """Why the condition adds all_deps_blocking_checks_passed: eager() alone requests the downstream."""
+    upstream, check, _ = build(check_passes=False)
+
+    @dg.asset(deps=[upstream], automation_condition=dg.AutomationCondition.eager())
+    def downstream() -> None:
+        return None
+
+    instance = dg.DagsterInstance.ephemeral()
+    _, cursor = requested([upstream, check, downstream], instance)
+    dg.materialize([upstream, check], instance=instance, raise_on_error=False)
+    assert requested([upstream, check, downstream], instance, cursor)[0] == {"downstream"}
+
+
+def test_automation_sensor_runs_by_default():
+    assert automation_sensor("x").default_status == dg.DefaultSensorStatus.RUNNING
