@@ -50,7 +50,7 @@ def batch_sampler(tokens: torch.Tensor, block_size: int, batch_size: int, genera
     windows = tokens.unfold(0, block_size + 1, 1)  # (n_windows, block_size + 1)
 
     def sample() -> tuple[torch.Tensor, torch.Tensor]:
-        rows = windows[torch.randint(windows.shape[0], (batch_size,), generator=generator)]
+        rows = windows[torch.randint(windows.shape[0], (batch_size,), generator=generator, device=tokens.device)]
         return rows[:, :-1], rows[:, 1:]
 
     return sample
