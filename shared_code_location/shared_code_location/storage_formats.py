@@ -1,4 +1,4 @@
-"""The file formats through which data crosses code locations, and atomic writes. No pickle, anywhere.
+"""The file formats through which data crosses code locations, and atomic writes; none of them unpickles.
 
 | format        | Python value                  | file           |
 |---------------|-------------------------------|----------------|
