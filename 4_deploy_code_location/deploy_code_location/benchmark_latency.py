@@ -1,7 +1,9 @@
 """Per-token generation latency at batch 1: ONNX Runtime (this process must not import torch) or PyTorch eager.
 
 `python -m deploy_code_location.benchmark_latency ort --release DIR` or `... torch --weights FILE`. Prints JSON.
-Both decode the same way: the full context (cropped to the block size) each step, plus sampling.
+The ONNX Runtime figure is the serving path: key/value cache, sliding half-block window, NumPy sampling. PyTorch
+eager is measured two ways on the same weights: `DecoderTransformer.generate` (the whole context recomputed for
+every token, the textbook loop) and the same cached decoding as the server.
 """
 
 import argparse
@@ -16,32 +18,58 @@ def ort_ms_per_token(release: str, tokens: int, prompt: str) -> dict:
     generator = OnnxGenerator(release)
     generator.generate(prompt, 20, seed=0)  # warm up
     result = generator.generate(prompt, tokens, seed=0)
+    # One decode step and one prefill at the block size, alone: what a token costs with a short and a full context.
+    ids = generator.tokenizer.encode(prompt * generator.block_size)[: generator.block_size]
+    _, cache = generator.prefill(ids[:-1])
     return {
         "runtime": "onnxruntime",
         "ms_per_token": 1000 * result.seconds / tokens,
+        "ms_per_decode_step_at_full_context": _ms(lambda: generator.step(int(ids[-1]), cache)),
+        "ms_per_prefill_of_a_full_block": _ms(lambda: generator.prefill(ids)),
         "torch_loaded": "torch" in sys.modules,
     }
+
+
+def _ms(call, repeats: int = 200) -> float:
+    call()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        call()
+    return 1000 * (time.perf_counter() - start) / repeats
 
 
 def torch_ms_per_token(weights: str, tokens: int, prompt_length: int) -> dict:
     import torch
 
     from shared_code_location.storage_formats import StorageFormat, decode
-    from shared_code_location.transformer import from_tensor_bundle
+    from shared_code_location.transformer import from_tensor_bundle, sample_next_token
 
     with open(weights, "rb") as handle:
         model = from_tensor_bundle(decode(StorageFormat.SAFETENSORS, handle.read()))
+    block = model.config.block_size
+    keep = max(1, block // 2)
+
+    def cached_generate(idx: torch.Tensor, steps: int, generator: torch.Generator) -> None:
+        # The server's decoding (see OnnxGenerator.decode), in PyTorch.
+        logits, cache = model.forward_cached(idx[:, -block:], model.empty_cache())
+        for _ in range(steps):
+            next_id = sample_next_token(logits[:, -1], 1.0, None, generator)
+            idx = torch.cat([idx, next_id], dim=1)
+            if cache.shape[4] < block:
+                logits, cache = model.forward_cached(next_id, cache)
+            else:
+                logits, cache = model.forward_cached(idx[:, -keep:], model.empty_cache())
+
     idx = torch.ones((1, prompt_length), dtype=torch.long)
-    generator = torch.Generator().manual_seed(0)
-    with torch.inference_mode():
-        model.generate(idx, 20, generator=generator)
-        start = time.perf_counter()
-        model.generate(idx, tokens, generator=generator)
-    return {
-        "runtime": "torch eager",
-        "ms_per_token": 1000 * (time.perf_counter() - start) / tokens,
-        "threads": torch.get_num_threads(),
-    }
+    results = {"runtime": "torch eager", "threads": torch.get_num_threads()}
+    for name, run in (("ms_per_token_full_context", model.generate), ("ms_per_token_cached", cached_generate)):
+        generator = torch.Generator().manual_seed(0)
+        with torch.inference_mode():
+            run(idx, 20, generator=generator)
+            start = time.perf_counter()
+            run(idx, tokens, generator=generator)
+        results[name] = 1000 * (time.perf_counter() - start) / tokens
+    return results
 
 
 def main() -> None:

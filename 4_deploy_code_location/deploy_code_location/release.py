@@ -9,6 +9,7 @@ import json
 
 import dagster as dg
 
+from deploy_code_location.onnx_signature import OPSET, SIGNATURE
 from shared_code_location.asset_keys import (
     DEPLOY_PREFIX,
     EVALUATION_REPORT,
@@ -43,12 +44,13 @@ _LINEAGE_KEYS = (
     ins={"trained_model": dg.AssetIn(key=TRAINED_MODEL.key)},
     metadata={"storage_format": StorageFormat.ONNX.value},
     io_manager_key=IO_MANAGER_KEY,
-    code_version="1",
+    code_version="2",  # 2: key/value cache in the exported graph, opset 23
     automation_condition=ON_UPSTREAM_CHANGE,
 )
 def onnx_model(context: dg.AssetExecutionContext, trained_model: TensorBundle) -> bytes:
-    """The model exported with the dynamo ONNX exporter: one file, dynamic batch and sequence (≤ block size)."""
-    from deploy_code_location.onnx_export import OPSET, export_onnx
+    """The model exported with the dynamo ONNX exporter: one file, key/value cache in and out, dynamic batch,
+    sequence and cached length (see `onnx_signature`)."""
+    from deploy_code_location.onnx_export import export_onnx
     from shared_code_location.transformer import from_tensor_bundle
 
     data = export_onnx(from_tensor_bundle(trained_model))
@@ -101,7 +103,7 @@ def _model_card_markdown(card: dict) -> str:
     },
     io_manager_key=IO_MANAGER_KEY,
     metadata={"storage_format": StorageFormat.JSON.value},
-    code_version="1",
+    code_version="2",  # 2: the model card describes the cache signature
     automation_condition=ON_UPSTREAM_CHANGE,
     # A shared or network filesystem can fail transiently; each attempt writes a new staging folder.
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
@@ -127,10 +129,7 @@ def release(
         "samples": evaluation_report["samples"],
         "upstream_data_versions": _upstream_data_versions(context),
         "dagster_run_id": context.run.run_id,
-        "onnx": {
-            "inputs": {"input_ids": "int64 [batch, sequence<=block_size]"},
-            "outputs": {"logits": "float32 [batch, sequence, vocab_size]"},
-        },
+        "onnx": {"opset": OPSET, **SIGNATURE},
     }
     from deploy_code_location.release_store import write_release
 

@@ -12,7 +12,7 @@ from deploy_code_location.release_store import ReleaseNotFoundError, list_releas
 def test_onnx_export_matches_pytorch_on_several_shapes():
     model = tiny_model()
     differences = max_logit_difference(model, export_onnx(model))
-    assert set(differences) >= {"1x1", "1x16", "8x16"}
+    assert set(differences) >= {"1x1", "1x16", "8x16", "decode_with_cache"}
     assert max(differences.values()) <= 1e-4
 
 
@@ -47,3 +47,18 @@ def test_generator_samples_reproducibly_and_crops_to_the_block(release_dir):
     for bad in ({"prompt": ""}, {"prompt": "a", "temperature": 0}, {"prompt": "a", "max_new_tokens": 0}):
         with pytest.raises(GenerationRequestError):
             generator.generate(**bad)
+
+
+def test_cached_decoding_matches_recomputing_the_context_every_token(release_dir):
+    """Each step's logits through the key/value cache equal a full forward pass over the context, where the
+    context grows to the block size (16), then restarts from the latest half block (8)."""
+    generator = OnnxGenerator(resolve_release(release_dir))
+    prompt = generator.tokenizer.encode("ROMEO:\nBut").astype(np.int64)
+    seen = []
+    new_ids = generator.decode(prompt, 50, lambda logits: seen.append(logits) or int(np.argmax(logits[1:])) + 1)
+    ids = np.concatenate([prompt, new_ids])
+    context = len(prompt)
+    for step, logits in enumerate(seen):
+        end = len(prompt) + step
+        np.testing.assert_allclose(logits, generator.next_token_logits(ids[end - context : end]), atol=1e-4)
+        context = generator.context_after_slide if context == generator.block_size else context + 1

@@ -57,14 +57,32 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         batch, time, channels = x.shape
         q, k, v = self.qkv(x).split(channels, dim=2)
         # (B, T, C) -> (B, heads, T, head_dim)
-        q, k, v = (t.view(batch, time, self.n_head, channels // self.n_head).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
-        y = y.transpose(1, 2).contiguous().view(batch, time, channels)
-        return self.resid_dropout(self.proj(y))
+        return tuple(t.view(batch, time, self.n_head, channels // self.n_head).transpose(1, 2) for t in (q, k, v))
+
+    def _merge(self, y: torch.Tensor) -> torch.Tensor:
+        batch, _, time, _ = y.shape
+        return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(batch, time, -1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._heads(x)
+        dropout = self.dropout if self.training else 0.0
+        return self._merge(F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True))
+
+    def forward_cached(
+        self, x: torch.Tensor, past: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention of the new positions `x` over the cached keys and values `past` (2, B, heads, P, head_dim)
+        plus their own; returns the output and the grown cache (2, B, heads, P + T, head_dim)."""
+        q, k, v = self._heads(x)
+        k = torch.cat([past[0], k], dim=2)
+        v = torch.cat([past[1], v], dim=2)
+        # is_causal would align the mask top-left, wrong when there are fewer queries than keys: pass it explicitly.
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self._merge(y), torch.stack([k, v])
 
 
 class MLP(nn.Module):
@@ -93,6 +111,14 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
+
+    def forward_cached(
+        self, x: torch.Tensor, past: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward` for new positions only, reusing this block's cached keys and values."""
+        attended, present = self.attn.forward_cached(self.ln_1(x), past, mask)
+        x = x + attended
+        return x + self.mlp(self.ln_2(x)), present
 
 
 class DecoderTransformer(nn.Module):
@@ -135,6 +161,31 @@ class DecoderTransformer(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.lm_head(self.ln_f(x))
+
+    def empty_cache(self, batch: int = 1) -> torch.Tensor:
+        """A key/value cache holding no positions, for `forward_cached` to start from."""
+        config = self.config
+        head_dim = config.n_embd // config.n_head
+        return self.wte.weight.new_zeros((config.n_layer, 2, batch, config.n_head, 0, head_dim))
+
+    def forward_cached(self, idx: torch.Tensor, past: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (batch, time, vocab) of new tokens `idx` that follow the positions held in the key/value cache.
+
+        `past` is (n_layer, 2, batch, n_head, P, head_dim), P ≥ 0 (see `empty_cache`); P + time ≤ block_size, since
+        positions are learned. Returns the logits and the cache grown to P + time positions. With an empty cache this
+        equals `forward`; decoding one token at a time then costs O(context) instead of O(context²) per token.
+        """
+        time = idx.shape[1]
+        past_length = past.shape[4]
+        positions = torch.arange(time, device=idx.device) + past_length
+        # New position i sees every cached key and the new keys up to itself.
+        mask = torch.arange(past_length + time, device=idx.device)[None, :] <= positions[:, None]
+        x = self.drop(self.wte(idx) + self.wpe(positions))
+        presents = []
+        for layer, block in enumerate(self.blocks):
+            x, present = block.forward_cached(x, past[layer], mask)
+            presents.append(present)
+        return self.lm_head(self.ln_f(x)), torch.stack(presents)
 
     @torch.no_grad()
     def generate(

@@ -24,6 +24,21 @@ def test_causality_future_tokens_never_change_earlier_logits():
     assert not torch.allclose(a[:, 10:], b[:, 10:])
 
 
+def test_key_value_cache_gives_the_same_logits_as_the_full_forward():
+    torch.manual_seed(2)
+    model = DecoderTransformer(CONFIG).eval()
+    ids = torch.randint(11, (2, CONFIG.block_size))
+    with torch.no_grad():
+        full = model(ids)
+        # Prefill 5 positions at once, then decode the rest one token at a time.
+        logits, cache = model.forward_cached(ids[:, :5], model.empty_cache(batch=2))
+        assert torch.allclose(logits, full[:, :5], atol=1e-5)
+        for position in range(5, CONFIG.block_size):
+            logits, cache = model.forward_cached(ids[:, position : position + 1], cache)
+            assert torch.allclose(logits[:, 0], full[:, position], atol=1e-5), position
+    assert cache.shape == (CONFIG.n_layer, 2, 2, CONFIG.n_head, CONFIG.block_size, CONFIG.n_embd // CONFIG.n_head)
+
+
 def test_weights_round_trip_through_a_tensor_bundle():
     torch.manual_seed(1)
     model = DecoderTransformer(CONFIG).eval()
