@@ -232,9 +232,10 @@ def require_setup(envs: tuple[Environment, ...] = ENVIRONMENTS) -> None:
 
 def ensure_dagster_home() -> Path:
     """The instance folder, with its dagster.yaml."""
-    DAGSTER_HOME.mkdir(exist_ok=True)
+    DAGSTER_HOME.mkdir(parents=True, exist_ok=True)
     if not (DAGSTER_HOME / "dagster.yaml").exists():
-        (DAGSTER_HOME / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        # An instance elsewhere (ML_PIPELINE_DAGSTER_HOME) gets the same settings: run queue, pool limits.
+        shutil.copyfile(ROOT / "example_persistent_home" / "dagster.yaml", DAGSTER_HOME / "dagster.yaml")
     return DAGSTER_HOME
 
 
@@ -255,7 +256,8 @@ def run_foreground(command: list[str], env: dict[str, str], cwd: Path = ROOT) ->
     )
 
     def stop(*_: object) -> None:
-        for sig, wait in ((signal.SIGINT, 20), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+        # Dagster dev stops its webserver, daemon and code servers on SIGINT; escalate if it hangs.
+        for sig, wait in ((signal.SIGINT, 12), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
             try:
                 os.killpg(process.pid, sig)
                 process.wait(timeout=wait)
@@ -317,19 +319,32 @@ def parse_overrides(values: tuple[str, ...]) -> dict[str, object]:
     return overrides
 
 
-def location_run_config(env: Environment, preset: str, overrides: dict[str, object]) -> dict | None:
-    """Run config for one location's materialization: the training config goes to the model location."""
-    if env.name != "2_model":
+def location_run_config(env: Environment, preset: str | None, overrides: dict[str, object]) -> dict | None:
+    """Run config for one location's materialization: the training config goes to the model location, and only
+    what the user set, so that a plain `run` trains exactly as automation and the UI's defaults do."""
+    config = ({"preset": preset} if preset else {}) | overrides
+    if env.name != "2_model" or not config:
         return None
-    return {"ops": {"model__trained_model": {"config": {"preset": preset, **overrides}}}}
+    return {"ops": {"model__trained_model": {"config": config}}}
 
 
-def materialize_location(env: Environment, run_config: dict | None, log_path: Path, verbose: bool) -> list[str]:
-    """Materialize every asset of one location (in its own venv, under the shared DAGSTER_HOME).
+def stale_assets(env: Environment, run_config: dict | None) -> dict[str, str]:
+    """`{asset key: reason}` for the assets of one location that are stale (see shared_code_location/versions.py)."""
+    command = [str(env.python), "-m", "shared_code_location.versions", env.module]
+    command += ["--run-config", json.dumps(run_config or {})]
+    result = subprocess.run(command, cwd=env.path, env=dagster_env(), capture_output=True, text=True)
+    if result.returncode:
+        fail(f"{env.name}: could not read which assets are stale:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
-    Returns the names of what failed (steps and blocking checks), empty on success.
+
+def materialize_location(
+    env: Environment, run_config: dict | None, log_path: Path, verbose: bool, selection: str = "*"
+) -> list[str]:
+    """Materialize `selection` (default: every asset) of one location, in its own venv, under the shared
+    DAGSTER_HOME. Returns the names of what failed (steps and blocking checks), empty on success.
     """
-    command = [str(env.python), "-m", "dagster", "asset", "materialize", "-m", env.module, "--select", "*"]
+    command = [str(env.python), "-m", "dagster", "asset", "materialize", "-m", env.module, "--select", selection]
     if run_config:
         command += ["--config-json", json.dumps(run_config)]
     failures: list[str] = []
@@ -360,9 +375,8 @@ def materialize_location(env: Environment, run_config: dict | None, log_path: Pa
 @click.option(
     "--preset",
     type=click.Choice(["quick", "gpu", "tiny"]),
-    default="quick",
-    show_default=True,
-    help="Training preset (2_model).",
+    default=None,
+    help="Training preset (2_model); default: $ML_PIPELINE_TRAINING_PRESET, else quick.",
 )
 @click.option(
     "--set",
@@ -375,12 +389,17 @@ def materialize_location(env: Environment, run_config: dict | None, log_path: Pa
     "--from", "start", default=None, help="Start at this location (e.g. 3_evaluate); earlier ones are reused."
 )
 @click.option("--only", default=None, help="Run only this location.")
+@click.option("--force", is_flag=True, help="Rebuild every asset, stale or not.")
 @click.option("-v", "--verbose", is_flag=True, help="Print Dagster's full event log.")
-def run_pipeline(preset: str, overrides: tuple[str, ...], start: str | None, only: str | None, verbose: bool) -> None:
+def run_pipeline(
+    preset: str | None, overrides: tuple[str, ...], start: str | None, only: str | None, force: bool, verbose: bool
+) -> None:
     """Run the whole graph headless: 1_etl → 2_model → 3_evaluate → 4_deploy, each location in its own venv.
 
-    Runs land in the shared instance (example_persistent_home/), so they show in the UI. Stops at the first failure
-    and exits non-zero, naming the failing asset or check.
+    ETL always runs (it is what reads the input files). After it, only stale assets run: never materialized, code
+    version changed, new upstream data, or other training config. With unchanged code and corpus, training is
+    skipped. Runs land in the shared instance (example_persistent_home/), so they show in the UI. Stops at the
+    first failure and exits non-zero, naming the failing asset or check.
     """
     require_setup(LOCATIONS)
     selected = list(LOCATIONS)
@@ -399,9 +418,17 @@ def run_pipeline(preset: str, overrides: tuple[str, ...], start: str | None, onl
     for position, env in enumerate(selected, 1):
         click.secho(f"[{position}/{len(selected)}] {env.name}", bold=True)
         t0 = time.perf_counter()
-        failures = materialize_location(
-            env, location_run_config(env, preset, values), logs / f"{stamp}-{env.name}.log", verbose
-        )
+        run_config = location_run_config(env, preset, values)
+        selection = "*"
+        if not force and env is not LOCATIONS[0]:
+            stale = stale_assets(env, run_config)
+            if not stale:
+                click.secho("    up to date: nothing stale, skipped", fg="green")
+                continue
+            for key, reason in stale.items():
+                click.echo(f"    {key}: {reason}")
+            selection = ",".join(stale)
+        failures = materialize_location(env, run_config, logs / f"{stamp}-{env.name}.log", verbose, selection)
         if failures:
             fail(f"{env.name} failed: {'; '.join(failures)} (log: {logs / f'{stamp}-{env.name}.log'})")
         click.secho(f"    ok in {time.perf_counter() - t0:.1f} s", fg="green")

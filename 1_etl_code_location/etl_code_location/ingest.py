@@ -8,6 +8,7 @@ import dagster as dg
 
 from shared_code_location.resources import InputFilesResource
 from shared_code_location.storage_formats import StorageFormat
+from shared_code_location.versions import versioned_output
 
 # Bytes that never occur in text; their presence means a binary file was dropped in the input folder.
 _BINARY_CONTROL_BYTES = frozenset(range(0, 9)) | frozenset(range(14, 32)) - {27}
@@ -54,8 +55,8 @@ def read_corpus_files(context: dg.OpExecutionContext, input_files: InputFilesRes
 
 
 @dg.op(description="Normalize each document and join them into one corpus.")
-def normalize_corpus(context: dg.OpExecutionContext, documents: list[dict[str, str]]) -> str:
-    """The documents normalized and joined with a blank line between them."""
+def normalize_corpus(context: dg.OpExecutionContext, documents: list[dict[str, str]]) -> dg.Output[str]:
+    """The documents normalized and joined with a blank line between them; its data version is their sha256."""
     corpus = "\n".join(normalize_text(document["text"]) for document in documents)
     context.add_output_metadata(
         {
@@ -67,7 +68,7 @@ def normalize_corpus(context: dg.OpExecutionContext, documents: list[dict[str, s
             "preview": dg.MetadataValue.md(f"```\n{corpus[:400]}\n```"),
         }
     )
-    return corpus
+    return versioned_output(corpus, StorageFormat.TEXT)
 
 
 @dg.graph_asset(
@@ -75,6 +76,7 @@ def normalize_corpus(context: dg.OpExecutionContext, documents: list[dict[str, s
     group_name="etl",
     description="The normalized text corpus: every *.txt file of the input folder (graph of two ops).",
     metadata={"storage_format": StorageFormat.TEXT.value},
+    code_version="1",
 )
 def corpus() -> str:
     return normalize_corpus(read_corpus_files())

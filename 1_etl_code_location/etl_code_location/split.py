@@ -4,6 +4,7 @@ import dagster as dg
 from pydantic import model_validator
 
 from shared_code_location.storage_formats import StorageFormat
+from shared_code_location.versions import versioned_output
 
 
 class SplitConfig(dg.Config):
@@ -43,7 +44,7 @@ def split_boundaries(text: str, train_fraction: float, validation_fraction: floa
     metadata={"storage_format": StorageFormat.JSON.value},
     code_version="1",
 )
-def text_splits(context: dg.AssetExecutionContext, config: SplitConfig, corpus: str) -> dict:
+def text_splits(context: dg.AssetExecutionContext, config: SplitConfig, corpus: str) -> dg.Output[dict]:
     """The corpus cut into train, validation and test text, with the offsets of each block."""
     train_end, validation_end = split_boundaries(corpus, config.train_fraction, config.validation_fraction)
     splits = {
@@ -65,4 +66,4 @@ def text_splits(context: dg.AssetExecutionContext, config: SplitConfig, corpus: 
     context.add_output_metadata(
         {f"{name}_characters": len(text) for name, text in splits.items()} | {"offsets": dg.MetadataValue.json(offsets)}
     )
-    return {"offsets": offsets, "splits": splits}
+    return versioned_output({"offsets": offsets, "splits": splits}, StorageFormat.JSON)

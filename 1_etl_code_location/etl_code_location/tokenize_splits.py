@@ -4,7 +4,9 @@ import dagster as dg
 import numpy as np
 
 from shared_code_location.asset_keys import TEST_TOKENS, TRAIN_TOKENS, VALIDATION_TOKENS
+from shared_code_location.storage_formats import StorageFormat
 from shared_code_location.tokenizer import UNKNOWN_ID, CharTokenizer
+from shared_code_location.versions import versioned_output
 
 _SPLIT_ASSETS = {"train": TRAIN_TOKENS, "validation": VALIDATION_TOKENS, "test": TEST_TOKENS}
 
@@ -24,8 +26,9 @@ def tokenized_splits(text_splits: dict, vocabulary: dict):
     for split in _SPLIT_ASSETS:
         ids = tokenizer.encode(text_splits["splits"][split])
         unknown = int(np.count_nonzero(ids == UNKNOWN_ID))
-        yield dg.Output(
+        yield versioned_output(
             ids,
+            StorageFormat.NUMPY,
             output_name=f"{split}_tokens",
             metadata={"tokens": len(ids), "unknown_tokens": unknown, "oov_rate": unknown / max(len(ids), 1)},
         )

@@ -3,7 +3,9 @@
 import dagster as dg
 
 from shared_code_location.asset_keys import VOCABULARY
+from shared_code_location.storage_formats import StorageFormat
 from shared_code_location.tokenizer import CharTokenizer
+from shared_code_location.versions import versioned_output
 
 
 @dg.asset(
@@ -14,7 +16,7 @@ from shared_code_location.tokenizer import CharTokenizer
     metadata=VOCABULARY.metadata,
     code_version="1",
 )
-def vocabulary(context: dg.AssetExecutionContext, text_splits: dict) -> dict:
+def vocabulary(context: dg.AssetExecutionContext, text_splits: dict) -> dg.Output[dict]:
     """Character vocabulary of the train split (id 0 is the unknown symbol), with the other splits' OOV rates."""
     tokenizer = CharTokenizer.fit(text_splits["splits"]["train"])
     context.add_output_metadata(
@@ -25,4 +27,4 @@ def vocabulary(context: dg.AssetExecutionContext, text_splits: dict) -> dict:
             "symbols": "".join(tokenizer.symbols[1:]).encode("unicode_escape").decode("ascii"),
         }
     )
-    return tokenizer.to_json()
+    return versioned_output(tokenizer.to_json(), StorageFormat.JSON)

@@ -1,5 +1,6 @@
 """Training hyperparameters: a `dg.Config` editable in the Launchpad, with named presets. No torch imported here."""
 
+import os
 from typing import Any, Literal
 
 import dagster as dg
@@ -65,10 +66,24 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+#: Environment variable naming the preset of runs launched without config: automation, schedules, the UI's defaults.
+PRESET_ENV_VAR = "ML_PIPELINE_TRAINING_PRESET"
+
+
+def default_preset() -> str:
+    """`$ML_PIPELINE_TRAINING_PRESET` (e.g. `gpu` on a GPU deployment), else `quick`."""
+    preset = os.environ.get(PRESET_ENV_VAR) or "quick"
+    if preset not in PRESETS:
+        raise ValueError(f"{PRESET_ENV_VAR}={preset!r} is not a preset; choose one of {', '.join(PRESETS)}")
+    return preset
+
+
 class TrainingConfig(dg.Config):
     """Hyperparameters of `model/trained_model`. Pick a `preset`; any other field left empty takes its value."""
 
-    preset: Literal["quick", "gpu", "tiny"] = Field(default="quick", description="quick (CPU, ~1 min), gpu, tiny")
+    preset: Literal["quick", "gpu", "tiny"] = Field(
+        default=default_preset(), description=f"quick (CPU, ~1 min), gpu, tiny; default from ${PRESET_ENV_VAR}"
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when present, else CPU")
     seed: int = 1337
     n_layer: int | None = Field(default=None, ge=1)

@@ -6,7 +6,8 @@ import numpy as np
 from model_code_location.presets import TrainingConfig
 from shared_code_location.asset_keys import TRAIN_TOKENS, TRAINED_MODEL, VALIDATION_TOKENS, VOCABULARY
 from shared_code_location.automation import ON_UPSTREAM_CHANGE
-from shared_code_location.storage_formats import TensorBundle
+from shared_code_location.storage_formats import StorageFormat, TensorBundle
+from shared_code_location.versions import versioned_output
 
 #: Bump when the training code changes in a way that changes the model; Dagster then marks the model stale.
 TRAINING_CODE_VERSION = "1"
@@ -33,7 +34,7 @@ def trained_model(
     vocabulary: dict,
     train_tokens: np.ndarray,
     validation_tokens: np.ndarray,
-) -> TensorBundle:
+) -> dg.Output[TensorBundle]:
     """Train with the chosen preset and overrides; store weights as safetensors with config and summary."""
     from model_code_location.loss_curve import loss_curve_markdown
     from model_code_location.training import train
@@ -57,4 +58,6 @@ def trained_model(
             "loss_curve": dg.MetadataValue.md(loss_curve_markdown(result.history, f"{hp['preset']} preset")),
         }
     )
-    return to_tensor_bundle(result.model, hyperparameters=hp, training_summary=summary, history=result.history)
+    bundle = to_tensor_bundle(result.model, hyperparameters=hp, training_summary=summary, history=result.history)
+    # Versioned by its weights: evaluate and deploy go stale only when retraining changed them.
+    return versioned_output(bundle, StorageFormat.SAFETENSORS)

@@ -1,16 +1,22 @@
-"""Declarative automation shared by the downstream locations: re-materialize when an upstream asset changes."""
+"""Declarative automation shared by the downstream locations: re-materialize when an upstream asset has new data."""
 
 import dagster as dg
 
 A = dg.AutomationCondition
 
-#: Run when a dependency was updated since this asset was last *requested* (not since it last *updated*): an
+#: An input has new data: its data version changed since the last tick (a re-run that wrote the same bytes does
+#: not count; see `versions.py`), unless the run that changed it also ran this asset; or it is about to run.
+DEPS_HAVE_NEW_DATA = A.any_deps_match(
+    (A.data_version_changed() & ~A.executed_with_root_target()) | A.will_be_requested()
+).with_label("any_deps_have_new_data")
+
+#: Run when an input got new data since this asset was last *requested* (not since it last *updated*): an
 #: upstream change that lands while this asset's run is in flight stays pending and triggers one more run, where
 #: `eager()` would forget it when the in-flight run completes. Never while a dependency is missing or running, and
 #: only when every blocking check of the dependencies passed — `eager()` alone would still launch a downstream
 #: asset in another location after an upstream blocking check failed.
 ON_UPSTREAM_CHANGE = (
-    (A.any_deps_updated() | A.missing()).since(A.newly_requested())
+    (DEPS_HAVE_NEW_DATA | A.missing()).since(A.newly_requested())
     & ~A.any_deps_missing()
     & ~A.any_deps_in_progress()
     & ~A.in_progress()

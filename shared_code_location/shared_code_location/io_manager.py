@@ -16,6 +16,7 @@ from shared_code_location.project_paths import default_storage_uri
 from shared_code_location.storage_formats import (
     StorageFormat,
     StorageFormatError,
+    is_local,
     atomic_write_bytes,
     decode,
     encode,
@@ -76,10 +77,17 @@ class ContractUPathIOManager(dg.UPathIOManager):
         return decode(_declared_format(context), path.read_bytes())
 
     def get_metadata(self, context: dg.OutputContext, obj: Any) -> dict[str, dg.MetadataValue]:
-        size, digest = self._written.pop(str(self._get_path(context)), (None, None))
+        path = self._get_path(context)
+        size, digest = self._written.pop(str(path), (None, None))
         if size is None:
             return {}
-        return {"stored_bytes": dg.MetadataValue.int(size), "sha256": dg.MetadataValue.text(digest)}
+        # `path` (added by UPathIOManager) is copyable text; a URL is a link the UI renders clickable.
+        uri = path.as_uri() if is_local(path) else str(path)
+        return {
+            "uri": dg.MetadataValue.url(uri),
+            "stored_bytes": dg.MetadataValue.int(size),
+            "sha256": dg.MetadataValue.text(digest),
+        }
 
 
 class PipelineIOManager(dg.ConfigurableIOManagerFactory):

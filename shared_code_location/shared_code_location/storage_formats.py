@@ -126,7 +126,8 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _is_local(path: UPath | Path) -> bool:
+def is_local(path: UPath | Path) -> bool:
+    """Whether `path` is on the local filesystem (a plain path, or a file:// UPath)."""
     return isinstance(path, Path) or getattr(path, "protocol", "") in ("", "file", "local")
 
 
@@ -138,7 +139,7 @@ def atomic_write_bytes(path: UPath | Path | str, data: bytes) -> None:
     """
     if isinstance(path, str):
         path = Path(path)
-    if not _is_local(path):
+    if not is_local(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         return

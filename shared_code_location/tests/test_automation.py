@@ -66,3 +66,32 @@ def test_plain_eager_would_not_have_stopped_it():
 
 def test_automation_sensor_runs_by_default():
     assert automation_sensor("x").default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_only_new_upstream_data_triggers_the_downstream():
+    """A re-run that writes the same bytes keeps its data version (versions.content_version): nothing downstream
+    runs. New bytes do trigger it."""
+    from shared_code_location.storage_formats import StorageFormat
+    from shared_code_location.versions import versioned_output
+
+    text = {"value": "to be or not to be"}
+
+    @dg.asset
+    def upstream() -> dg.Output[str]:
+        return versioned_output(text["value"], StorageFormat.TEXT)
+
+    @dg.asset(deps=[upstream], automation_condition=ON_UPSTREAM_CHANGE)
+    def downstream() -> None:
+        return None
+
+    instance = dg.DagsterInstance.ephemeral()
+    defs = [upstream, downstream]
+    assert dg.materialize(defs, instance=instance).success
+    _, cursor = requested(defs, instance)
+    assert dg.materialize([upstream], instance=instance).success  # same text again
+    keys, cursor = requested(defs, instance, cursor)
+    assert keys == set()
+    text["value"] = "that is the question"
+    assert dg.materialize([upstream], instance=instance).success
+    keys, cursor = requested(defs, instance, cursor)
+    assert keys == {"downstream"}

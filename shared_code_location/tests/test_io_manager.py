@@ -62,6 +62,11 @@ def test_every_format_round_trips(tmp_path, location):
     assert (root / "weights.safetensors").exists()
     assert (root / "text.txt").read_text(encoding="utf-8") == "héllo\n"
     assert (root / "consumer.json").exists()
+    # Each materialization links to its file.
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == TRAIN_TOKENS.key]
+    uri = event.materialization.metadata["uri"].value
+    assert uri.endswith("etl/train_tokens.npy")
+    assert uri.startswith("file://" if location == "local" else "memory://")
 
 
 def test_a_failed_write_leaves_the_last_good_value(tmp_path):

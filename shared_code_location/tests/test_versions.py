@@ -1,0 +1,76 @@
+"""Staleness as `cli.py run` sees it: missing, code changed, new upstream data, upstream rebuilt, config changed."""
+
+import dagster as dg
+import numpy as np
+
+from shared_code_location.storage_formats import StorageFormat, TensorBundle
+from shared_code_location.versions import content_version, stale_assets, versioned_output
+
+SOURCE = {"text": "first"}
+
+
+class Scale(dg.Config):
+    factor: int = 1
+
+
+def build(code_version: str = "1"):
+    @dg.asset(key=["etl", "source"])
+    def source() -> dg.Output[str]:
+        return versioned_output(SOURCE["text"], StorageFormat.TEXT)
+
+    @dg.asset(key=["etl", "derived"], ins={"source": dg.AssetIn(["etl", "source"])}, code_version=code_version)
+    def derived(config: Scale, source: str) -> str:
+        return source * config.factor
+
+    @dg.asset(key=["etl", "leaf"], ins={"derived": dg.AssetIn(["etl", "derived"])}, code_version="1")
+    def leaf(derived: str) -> int:
+        return len(derived)
+
+    return dg.Definitions(assets=[source, derived, leaf])
+
+
+def keys(stale: dict) -> dict[str, str]:
+    return {key.to_user_string(): reason for key, reason in stale.items()}
+
+
+def test_reasons_an_asset_is_stale():
+    SOURCE["text"] = "first"
+    instance = dg.DagsterInstance.ephemeral()
+    defs = build()
+    assert set(keys(stale_assets(defs, instance)).values()) == {"never materialized"}
+    job = defs.resolve_implicit_global_asset_job_def()
+    assert job.execute_in_process(instance=instance).success
+    assert stale_assets(defs, instance) == {}
+
+    # The same bytes again: a new materialization, the same data version, nothing downstream stale.
+    assert job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(["etl", "source"])]).success
+    assert stale_assets(defs, instance) == {}
+
+    SOURCE["text"] = "second"
+    assert job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(["etl", "source"])]).success
+    assert keys(stale_assets(defs, instance)) == {
+        "etl/derived": "new data in etl/source",
+        "etl/leaf": "upstream etl/derived is rebuilt",
+    }
+    assert job.execute_in_process(instance=instance).success
+
+    assert keys(stale_assets(build(code_version="2"), instance)) == {
+        "etl/derived": "code version 1 -> 2",
+        "etl/leaf": "upstream etl/derived is rebuilt",
+    }
+    config = {"ops": {"etl__derived": {"config": {"factor": 3}}}}
+    assert (
+        keys(stale_assets(defs, instance, config))["etl/derived"]
+        == "run config differs from the last materialization's"
+    )
+    assert job.execute_in_process(instance=instance, run_config=config).success
+    assert stale_assets(defs, instance, config) == {}
+
+
+def test_weights_version_ignores_header_timings():
+    tensors = {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    a = TensorBundle(tensors, {"config": {"n": 1}, "training_summary": {"wall_seconds": 1.0}})
+    b = TensorBundle(tensors, {"config": {"n": 1}, "training_summary": {"wall_seconds": 2.0}})
+    c = TensorBundle({"w": tensors["w"] + 1}, {"config": {"n": 1}})
+    fmt = StorageFormat.SAFETENSORS
+    assert content_version(fmt, a) == content_version(fmt, b) != content_version(fmt, c)
