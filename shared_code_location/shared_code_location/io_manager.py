@@ -16,10 +16,10 @@ from shared_code_location.project_paths import default_storage_uri
 from shared_code_location.storage_formats import (
     StorageFormat,
     StorageFormatError,
-    is_local,
     atomic_write_bytes,
     decode,
     encode,
+    is_local,
     sha256_hex,
 )
 
