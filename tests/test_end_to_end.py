@@ -38,6 +38,17 @@ def test_pipeline_produces_a_release_that_onnx_runtime_serves(isolated_env, tmp_
     )
     assert len(sample["text"]) == 40 and not sample["torch"]
 
+    # Unchanged code, corpus and config: ETL runs again, produces the same data versions, and the rest is skipped.
+    again = run_cli("run", "--preset", "tiny", env=isolated_env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.count("up to date: nothing stale, skipped") == 3, again.stdout
+    assert json.loads((releases / "latest.json").read_text()) == latest
+    # Other training config: the model is stale, and so is everything after it.
+    retrain = run_cli("run", "--preset", "tiny", "--set", "max_iters=200", "--from", "2_model", env=isolated_env)
+    assert retrain.returncode == 0, retrain.stdout + retrain.stderr
+    assert "model/trained_model: run config differs from the last materialization's" in retrain.stdout
+    assert json.loads((releases / "latest.json").read_text())["version"] != latest["version"]
+
 
 def test_a_failing_location_stops_the_pipeline_and_names_the_asset(isolated_env, tmp_path):
     (tmp_path / "empty_input").mkdir()

@@ -1,57 +1,18 @@
 """The workspace as a user runs it: every location loads from its own venv into one lineage graph."""
 
-import json
 import os
-import signal
-import socket
 import subprocess
-import time
-import urllib.request
 
 import pytest
 
-from conftest import CLI, ROOT, run_cli
+from conftest import ROOT, dagster_dev, graphql, location_statuses, run_cli
 
 LOCATIONS = ["1_etl", "2_model", "3_evaluate", "4_deploy"]
 
 
-def graphql(port: int, query: str) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"content-type": "application/json"},
-    )
-    return json.load(urllib.request.urlopen(request, timeout=5))["data"]
-
-
 def test_dev_loads_all_locations_into_one_graph(isolated_env):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    process = subprocess.Popen(
-        [*CLI, "dev", "--port", str(port)],
-        cwd=ROOT,
-        env=isolated_env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline, statuses = time.monotonic() + 120, {}
-        while time.monotonic() < deadline:
-            time.sleep(0.5)
-            try:
-                entries = graphql(
-                    port,
-                    "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
-                    "locationOrLoadError { __typename } } } } }",
-                )["workspaceOrError"]["locationEntries"]
-            except OSError:
-                continue
-            statuses = {e["name"]: (e["loadStatus"], e["locationOrLoadError"]["__typename"]) for e in entries}
-            if statuses and all(s == "LOADED" for s, _ in statuses.values()):
-                break
-        assert statuses == {name: ("LOADED", "RepositoryLocation") for name in LOCATIONS}
+    with dagster_dev(isolated_env) as port:
+        assert location_statuses(port) == {name: ("LOADED", "RepositoryLocation") for name in LOCATIONS}
         nodes = graphql(
             port,
             "{ assetNodes { assetKey { path } isMaterializable repository { location { name } } "
@@ -68,13 +29,6 @@ def test_dev_loads_all_locations_into_one_graph(isolated_env):
             if owner.get(tuple(d["path"])) not in (None, owner[tuple(n["assetKey"]["path"])])
         }
         assert {("1_etl", "2_model"), ("2_model", "3_evaluate"), ("3_evaluate", "4_deploy")} <= edges
-    finally:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            pytest.fail("dev did not shut down within 30 s of Ctrl-C")
 
 
 @pytest.mark.parametrize("location", LOCATIONS)

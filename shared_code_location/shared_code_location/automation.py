@@ -10,15 +10,23 @@ DEPS_HAVE_NEW_DATA = A.any_deps_match(
     (A.data_version_changed() & ~A.executed_with_root_target()) | A.will_be_requested()
 ).with_label("any_deps_have_new_data")
 
+#: An input is behind its own inputs: one of them got new data after the input last updated, and the input is not
+#: about to run in this tick. Without this, a release could pair a new model with the previous model's
+#: evaluation (and its gate) in the window before the evaluate location picks the new model up.
+DEP_IS_BEHIND = A.any_deps_match(
+    A.any_deps_match(A.data_version_changed()).since(A.newly_updated()) & ~A.will_be_requested()
+).with_label("an input is behind its own inputs")
+
 #: Run when an input got new data since this asset was last *requested* (not since it last *updated*): an
 #: upstream change that lands while this asset's run is in flight stays pending and triggers one more run, where
-#: `eager()` would forget it when the in-flight run completes. Never while a dependency is missing or running, and
-#: only when every blocking check of the dependencies passed — `eager()` alone would still launch a downstream
+#: `eager()` would forget it when the in-flight run completes. Never while a dependency is missing, running or
+#: behind, and only when every blocking check of the dependencies passed — `eager()` alone would still launch a downstream
 #: asset in another location after an upstream blocking check failed.
 ON_UPSTREAM_CHANGE = (
     (DEPS_HAVE_NEW_DATA | A.missing()).since(A.newly_requested())
     & ~A.any_deps_missing()
     & ~A.any_deps_in_progress()
+    & ~DEP_IS_BEHIND
     & ~A.in_progress()
     & A.all_deps_blocking_checks_passed()
 ).with_label("on upstream change, checks passed")

@@ -95,3 +95,49 @@ def test_only_new_upstream_data_triggers_the_downstream():
     assert dg.materialize([upstream], instance=instance).success
     keys, cursor = requested(defs, instance, cursor)
     assert keys == {"downstream"}
+
+
+def test_a_release_waits_until_the_new_model_is_evaluated():
+    """Deploy's sensor sees a new model before the evaluate location has evaluated it: the export may start, the
+    release must wait for the new evaluation (and its gate)."""
+    from shared_code_location.storage_formats import StorageFormat
+    from shared_code_location.versions import versioned_output
+
+    weights = {"value": "v1"}
+
+    @dg.asset
+    def model() -> dg.Output[str]:
+        return versioned_output(weights["value"], StorageFormat.TEXT)
+
+    @dg.asset(deps=[model], automation_condition=ON_UPSTREAM_CHANGE)
+    def report() -> None:
+        return None
+
+    @dg.asset(deps=[model], automation_condition=ON_UPSTREAM_CHANGE)
+    def onnx() -> None:
+        return None
+
+    @dg.asset(deps=[onnx, report], automation_condition=ON_UPSTREAM_CHANGE)
+    def release() -> None:
+        return None
+
+    instance = dg.DagsterInstance.ephemeral()
+    defs = [model, report, onnx, release]
+    deploy = dg.AssetSelection.assets(onnx, release)  # what the deploy location's sensor evaluates
+
+    def deploy_requests(cursor):
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=deploy, cursor=cursor)
+        return {k for k in ("onnx", "release") if result.get_num_requested(dg.AssetKey(k))}, result.cursor
+
+    assert dg.materialize(defs, instance=instance).success
+    _, cursor = deploy_requests(None)
+    weights["value"] = "v2"
+    assert dg.materialize([model], instance=instance).success
+    requested_now, cursor = deploy_requests(cursor)
+    assert requested_now == {"onnx"}
+    assert dg.materialize([onnx], instance=instance, selection=[onnx]).success
+    requested_now, cursor = deploy_requests(cursor)
+    assert requested_now == set()  # the report still describes v1
+    assert dg.materialize([report], instance=instance, selection=[report]).success
+    requested_now, cursor = deploy_requests(cursor)
+    assert requested_now == {"release"}

@@ -1,0 +1,111 @@
+"""Automation with a running daemon (`cli.py dev`), as a user sees it: the input sensor ingests a changed corpus and
+each location's automation sensor carries it to a new release; an unchanged corpus retrains nothing; a failed
+blocking check stops everything downstream of it."""
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from conftest import ROOT, dagster_dev, graphql, run_cli
+
+CORPUS = ROOT / "example_input_files_resource" / "tinyshakespeare.txt"
+
+RUNS = """{ runsOrError { ... on Runs { results {
+    runId jobName status startTime endTime assetSelection { path } tags { key value } } } } }"""
+STALENESS = "{ assetNodes { assetKey { path } isMaterializable staleStatus } }"
+MATERIALIZATIONS = """query($path: [String!]!) { assetOrError(assetKey: {path: $path}) {
+    ... on Asset { assetMaterializations { runId } } } }"""
+SENSOR = """query($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
+    ... on Sensor { sensorState { status ticks(limit: 20) { timestamp status } } } } }"""
+START_SENSOR = """mutation($selector: SensorSelector!) { startSensor(sensorSelector: $selector) {
+    __typename ... on Sensor { sensorState { status } } ... on PythonError { message } } }"""
+
+
+def selector(location: str, sensor: str) -> dict[str, str]:
+    return {"repositoryLocationName": location, "repositoryName": "__repository__", "sensorName": sensor}
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, port: int) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(2)
+    summary = [(r["jobName"], r["status"], [a["path"] for a in r["assetSelection"] or []]) for r in runs(port)]
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}; runs: {summary}")
+
+
+def runs(port: int) -> list[dict]:
+    """Every run, oldest first."""
+    return sorted(graphql(port, RUNS)["runsOrError"]["results"], key=lambda r: r["startTime"] or 0)
+
+
+def materializations(port: int, *path: str) -> int:
+    return len(graphql(port, MATERIALIZATIONS, {"path": list(path)})["assetOrError"]["assetMaterializations"])
+
+
+def stale_status(port: int) -> dict[str, str]:
+    nodes = graphql(port, STALENESS)["assetNodes"]
+    return {"/".join(n["assetKey"]["path"]): n["staleStatus"] for n in nodes if n["isMaterializable"]}
+
+
+def release(latest: Path) -> str | None:
+    return json.loads(latest.read_text())["version"] if latest.exists() else None
+
+
+def test_a_corpus_change_reaches_a_new_release_and_a_failed_check_stops_it(isolated_env, tmp_path):
+    inputs = tmp_path / "input"
+    inputs.mkdir()
+    corpus = inputs / "corpus.txt"
+    text = CORPUS.read_text(encoding="utf-8")
+    corpus.write_text(text, encoding="utf-8")
+    env = isolated_env | {"ML_PIPELINE_INPUT_DIR": str(inputs), "ML_PIPELINE_TRAINING_PRESET": "tiny"}
+    latest = tmp_path / "releases" / "latest.json"
+
+    with dagster_dev(env) as port:
+        # 1. Ingest once from the CLI; the daemon's automation sensors train, evaluate and release, each location
+        #    in its own run, with no click.
+        assert run_cli("run", "--only", "1_etl", env=env).returncode == 0
+        first = wait_for(lambda: release(latest), 480, "the first release", port)
+        automated = [r for r in runs(port) if r["jobName"] == "__ASSET_JOB" and r["status"] == "SUCCESS"]
+        launched = {a["path"][0] for r in automated for a in r["assetSelection"]}
+        assert {"etl", "model", "evaluate", "deploy"} <= launched
+        wait_for(lambda: set(stale_status(port).values()) == {"FRESH"}, 60, "every asset fresh", port)
+
+        # 2. The input sensor (stopped by default). Its first tick ingests the unchanged corpus: same data
+        #    versions, so nothing retrains. Then a changed corpus goes all the way to a new release.
+        started = graphql(port, START_SENSOR, {"selector": selector("1_etl", "input_files_sensor")})
+        assert started["startSensor"]["sensorState"]["status"] == "RUNNING", started
+        wait_for(
+            lambda: [r for r in runs(port) if r["jobName"] == "etl_job" and r["status"] == "SUCCESS"],
+            120,
+            "the sensor's first ingest",
+            port,
+        )
+        corpus.write_text(text + "\n" + text[:20_000], encoding="utf-8")
+        second = wait_for(lambda: release(latest) not in (None, first) and release(latest), 480, "a new release", port)
+        assert materializations(port, "model", "trained_model") == 2  # not 3: the unchanged ingest trained nothing
+        wait_for(lambda: set(stale_status(port).values()) == {"FRESH"}, 60, "every asset fresh again", port)
+
+        # 3. A corpus whose held-out text the train vocabulary cannot cover: the ETL's blocking check fails, the
+        #    model is stale in the UI, and no downstream location runs.
+        corpus.write_text(text + "\n" + "Ἀθηνᾶ λέγει σοφῶς. " * 3000, encoding="utf-8")
+        failed = wait_for(
+            lambda: [r for r in runs(port) if r["jobName"] == "etl_job" and r["status"] == "FAILURE"],
+            120,
+            "the ingest that fails its check",
+            port,
+        )[-1]
+        assert stale_status(port)["model/trained_model"] == "STALE"
+        model_sensor = selector("2_model", "2_model_automation")
+
+        def ticks_since_failure() -> int:
+            state = graphql(port, SENSOR, {"selector": model_sensor})["sensorOrError"]["sensorState"]
+            return sum(tick["timestamp"] > failed["endTime"] for tick in state["ticks"])
+
+        wait_for(lambda: ticks_since_failure() >= 2, 120, "two model automation ticks after the failure", port)
+        later = [r for r in runs(port) if r["startTime"] > failed["startTime"] and r["runId"] != failed["runId"]]
+        assert [r for r in later if r["jobName"] != "etl_job"] == []
+        assert release(latest) == second
