@@ -89,9 +89,9 @@ def test_a_corpus_change_reaches_a_new_release_and_a_failed_check_stops_it(isola
         assert materializations(port, "model", "trained_model") == 2  # not 3: the unchanged ingest trained nothing
         wait_for(lambda: set(stale_status(port).values()) == {"FRESH"}, 60, "every asset fresh again", port)
 
-        # 3. A corpus whose held-out text the train vocabulary cannot cover: the ETL's blocking check fails, the
-        #    model is stale in the UI, and no downstream location runs.
-        corpus.write_text(text + "\n" + "Ἀθηνᾶ λέγει σοφῶς. " * 3000, encoding="utf-8")
+        # 3. New characters at the start (a new vocabulary) and a held-out end the vocabulary cannot cover: the
+        #    ETL's blocking coverage check fails, the model turns stale in the UI, and no downstream location runs.
+        corpus.write_text("Ἀθηνᾶ λέγει.\n" + text + "\n" + "Москва слезам не верит.\n" * 3000, encoding="utf-8")
         failed = wait_for(
             lambda: [r for r in runs(port) if r["jobName"] == "etl_job" and r["status"] == "FAILURE"],
             120,
