@@ -20,8 +20,8 @@ DEP_IS_BEHIND = A.any_deps_match(
 #: Run when an input got new data since this asset was last *requested* (not since it last *updated*): an
 #: upstream change that lands while this asset's run is in flight stays pending and triggers one more run, where
 #: `eager()` would forget it when the in-flight run completes. Never while a dependency is missing, running or
-#: behind, and only when every blocking check of the dependencies passed — `eager()` alone would still launch a downstream
-#: asset in another location after an upstream blocking check failed.
+#: behind, and only when every blocking check of the dependencies passed — `eager()` alone would still launch a
+#: downstream asset in another location after an upstream blocking check failed.
 ON_UPSTREAM_CHANGE = (
     (DEPS_HAVE_NEW_DATA | A.missing()).since(A.newly_requested())
     & ~A.any_deps_missing()
