@@ -56,6 +56,13 @@ class OnnxGenerator:
         self.session = ort.InferenceSession(
             str(self.release_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
         )
+        inputs = {node.name for node in self.session.get_inputs()}
+        if inputs != {INPUT_IDS, PAST_KEY_VALUES}:
+            raise ValueError(
+                f"{self.release_dir / 'model.onnx'} takes inputs {sorted(inputs)}, not {INPUT_IDS} and "
+                f"{PAST_KEY_VALUES}: it predates the key/value-cache export. Publish a new release with "
+                "`python scripts/cli.py run --from 4_deploy --force`."
+            )
 
     @property
     def version(self) -> str:

@@ -3,10 +3,11 @@ import json
 import numpy as np
 import pytest
 
-from conftest import make_release, tiny_model
+from conftest import TEXT, make_release, tiny_model
 from deploy_code_location.onnx_export import export_onnx, max_logit_difference
 from deploy_code_location.onnx_generator import GenerationRequestError, OnnxGenerator
 from deploy_code_location.release_store import ReleaseNotFoundError, list_releases, resolve_release
+from shared_code_location.tokenizer import CharTokenizer
 
 
 def test_onnx_export_matches_pytorch_on_several_shapes():
@@ -62,3 +63,17 @@ def test_cached_decoding_matches_recomputing_the_context_every_token(release_dir
         end = len(prompt) + step
         np.testing.assert_allclose(logits, generator.next_token_logits(ids[end - context : end]), atol=1e-4)
         context = generator.context_after_slide if context == generator.block_size else context + 1
+
+
+def test_a_release_without_the_cache_signature_is_a_clear_error(tmp_path):
+    import torch
+
+    model = tiny_model()
+    program = torch.onnx.export(
+        model, (torch.zeros((1, 4), dtype=torch.int64),), input_names=["input_ids"], dynamo=True
+    )
+    program.save(str(tmp_path / "model.onnx"))
+    (tmp_path / "model_card.json").write_text(json.dumps({"version": "old", "model_config": model.config.to_json()}))
+    (tmp_path / "vocabulary.json").write_text(json.dumps(CharTokenizer.fit(TEXT).to_json()))
+    with pytest.raises(ValueError, match=r"predates the key/value-cache export.*--from 4_deploy --force"):
+        OnnxGenerator(tmp_path)
