@@ -17,13 +17,18 @@ DEP_IS_BEHIND = A.any_deps_match(
     A.any_deps_match(A.data_version_changed()).since(A.newly_updated()) & ~A.will_be_requested()
 ).with_label("an input is behind its own inputs")
 
-#: Run when an input got new data since this asset was last *requested* (not since it last *updated*): an
-#: upstream change that lands while this asset's run is in flight stays pending and triggers one more run, where
-#: `eager()` would forget it when the in-flight run completes. Never while a dependency is missing, running or
-#: behind, and only when every blocking check of the dependencies passed — `eager()` alone would still launch a
-#: downstream asset in another location after an upstream blocking check failed.
+#: An input got new data while this asset was running, since it was last requested: that run may have read the
+#: old data, so the asset is due again once the run ends. `eager()` forgets such a change.
+NEW_DATA_WHILE_RUNNING = (
+    (A.any_deps_match(A.data_version_changed()) & A.in_progress()).since(A.newly_requested())
+).with_label("new upstream data while running")
+
+#: Run when an input got new data since this asset was last requested or updated (by automation, the CLI or the UI:
+#: an update that already read the new data settles it), or while it was running. Never while a dependency is
+#: missing, running or behind, and only when every blocking check of the dependencies passed — `eager()` alone
+#: would still launch a downstream asset in another location after an upstream blocking check failed.
 ON_UPSTREAM_CHANGE = (
-    (DEPS_HAVE_NEW_DATA | A.missing()).since(A.newly_requested())
+    ((DEPS_HAVE_NEW_DATA | A.missing()).since(A.newly_requested() | A.newly_updated()) | NEW_DATA_WHILE_RUNNING)
     & ~A.any_deps_missing()
     & ~A.any_deps_in_progress()
     & ~DEP_IS_BEHIND

@@ -141,3 +141,73 @@ def test_a_release_waits_until_the_new_model_is_evaluated():
     assert dg.materialize([report], instance=instance, selection=[report]).success
     requested_now, cursor = deploy_requests(cursor)
     assert requested_now == {"release"}
+
+
+def _text_pipeline(text: dict, gate=None):
+    """upstream (content-versioned text) → downstream (automated); `gate` can hold the downstream run open."""
+    from shared_code_location.storage_formats import StorageFormat
+    from shared_code_location.versions import versioned_output
+
+    @dg.asset
+    def upstream() -> dg.Output[str]:
+        return versioned_output(text["value"], StorageFormat.TEXT)
+
+    @dg.asset(deps=[upstream], automation_condition=ON_UPSTREAM_CHANGE)
+    def downstream() -> None:
+        if gate is not None:
+            gate["started"].set()
+            assert gate["release"].wait(timeout=60)
+
+    return upstream, downstream
+
+
+def test_an_update_made_outside_automation_settles_the_change():
+    """A downstream materialized by hand (CLI, UI) after the upstream change has read the new data: no re-run."""
+    text = {"value": "one"}
+    upstream, downstream = _text_pipeline(text)
+    instance = dg.DagsterInstance.ephemeral()
+    defs = [upstream, downstream]
+    assert dg.materialize(defs, instance=instance).success
+    _, cursor = requested(defs, instance)
+    text["value"] = "two"
+    assert dg.materialize(defs, instance=instance).success  # e.g. `cli.py run`, both assets
+    keys, cursor = requested(defs, instance, cursor)
+    assert keys == set()
+    text["value"] = "three"
+    assert dg.materialize([upstream], instance=instance).success
+    keys, _ = requested(defs, instance, cursor)
+    assert keys == {"downstream"}
+
+
+def test_new_data_that_lands_while_the_downstream_runs_triggers_one_more_run():
+    import threading
+
+    text = {"value": "one"}
+    gate = {"started": threading.Event(), "release": threading.Event()}
+    upstream, downstream = _text_pipeline(text, gate)
+    instance = dg.DagsterInstance.ephemeral()
+    defs = [upstream, downstream]
+    gate["release"].set()
+    assert dg.materialize(defs, instance=instance).success
+    gate["release"].clear()
+    _, cursor = requested(defs, instance)
+
+    text["value"] = "two"
+    assert dg.materialize([upstream], instance=instance).success
+    keys, cursor = requested(defs, instance, cursor)
+    assert keys == {"downstream"}
+    # The requested run starts and reads "two"; "three" lands while it runs.
+    gate["started"].clear()
+    run = threading.Thread(target=lambda: dg.materialize(defs, instance=instance, selection=[downstream]))
+    run.start()
+    assert gate["started"].wait(timeout=60)
+    keys, cursor = requested(defs, instance, cursor)
+    assert keys == set()  # in progress
+    text["value"] = "three"
+    assert dg.materialize([upstream], instance=instance).success
+    keys, cursor = requested(defs, instance, cursor)
+    assert keys == set()  # still in progress
+    gate["release"].set()
+    run.join(timeout=60)
+    keys, cursor = requested(defs, instance, cursor)
+    assert keys == {"downstream"}  # eager() would have forgotten "three"
