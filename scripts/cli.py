@@ -98,6 +98,7 @@ import json  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
+import socket  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
@@ -244,23 +245,33 @@ def dagster_env() -> dict[str, str]:
     return os.environ | {"DAGSTER_HOME": str(ensure_dagster_home()), "ML_PIPELINE_PROJECT_ROOT": str(ROOT)}
 
 
-def run_foreground(command: list[str], env: dict[str, str], cwd: Path = ROOT) -> int:
-    """Run a long-lived process group; Ctrl-C (or SIGTERM) shuts down every process it started."""
-    process = subprocess.Popen(
-        command,
-        cwd=cwd,
-        env=env,
-        start_new_session=True,
+def run_foreground(command: list[str], env: dict[str, str], cwd: Path = ROOT, helpers: tuple = ()) -> int:
+    """Run `command` until it exits, with `helpers` ((command, cwd) pairs) beside it, all in one new process group:
+    Ctrl-C (or SIGTERM) shuts down every process it started."""
+
+    def child_setup(group: int) -> None:
+        os.setpgid(0, group)
         # A background-started shell leaves SIGINT ignored; restore it so the group can be interrupted.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    started: list[subprocess.Popen] = []
+    for helper_command, helper_cwd in helpers:
+        group = started[0].pid if started else 0
+        started.append(
+            subprocess.Popen(helper_command, cwd=helper_cwd, env=env, preexec_fn=lambda g=group: child_setup(g))
+        )
+    group = started[0].pid if started else 0
+    process = subprocess.Popen(command, cwd=cwd, env=env, preexec_fn=lambda: child_setup(group))
+    group = group or process.pid
 
     def stop(*_: object) -> None:
-        # Dagster dev stops its webserver, daemon and code servers on SIGINT; escalate if it hangs.
+        # Dagster stops its webserver, daemon and code servers on SIGINT; escalate if anything hangs.
         for sig, wait in ((signal.SIGINT, 12), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
             try:
-                os.killpg(process.pid, sig)
-                process.wait(timeout=wait)
+                os.killpg(group, sig)
+                deadline = time.monotonic() + wait
+                for child in (process, *started):
+                    child.wait(timeout=max(0.1, deadline - time.monotonic()))
                 return
             except ProcessLookupError:
                 return
@@ -269,11 +280,20 @@ def run_foreground(command: list[str], env: dict[str, str], cwd: Path = ROOT) ->
 
     signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(143)))
     try:
-        return process.wait()
+        code = process.wait()
     except KeyboardInterrupt:
         click.echo("\nshutting down ...")
         stop()
         return 130
+    stop()
+    return code
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @cli.command()
@@ -281,22 +301,38 @@ def run_foreground(command: list[str], env: dict[str, str], cwd: Path = ROOT) ->
 @click.option("--port", default=3000, show_default=True, help="Webserver port.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 def dev(location: str | None, port: int, host: str) -> None:
-    """Run the Dagster UI and daemon on all four locations (or only LOCATION, e.g. 2_model)."""
+    """Run the Dagster UI and daemon on all four locations (or only LOCATION, e.g. 2_model).
+
+    Each location's code server starts in its own venv, all at once (`dagster dev` on `workspace.yaml` starts
+    them one after another, which takes about twice as long here); the webserver and daemon connect to them.
+    """
     require_setup()
-    workspace = ROOT / "workspace.yaml"
+    envs = list(LOCATIONS)
     if location:
         env = BY_NAME.get(location)
         if env is None or env.package is None:
             fail(f"unknown location {location!r}; choose one of {', '.join(e.name for e in LOCATIONS)}")
-        workspace = DAGSTER_HOME / f"workspace-{env.name}.yaml"
-        workspace.write_text(
-            "load_from:\n  - python_module:\n"
-            f"      module_name: {env.module}\n      location_name: {env.name}\n"
-            f"      working_directory: {env.path}\n      executable_path: {env.python}\n"
+        envs = [env]
+    workspace, servers = ensure_dagster_home() / "workspace-dev.yaml", []
+    entries = []
+    for env in envs:
+        server_port = free_port()
+        servers.append(
+            (
+                [
+                    *(str(env.python), "-m", "dagster", "code-server", "start", "-h", "127.0.0.1"),
+                    *("-p", str(server_port), "-m", env.module, "-d", str(env.path), "--location-name", env.name),
+                ],
+                env.path,
+            )
         )
+        entries.append(
+            f"  - grpc_server:\n      host: 127.0.0.1\n      port: {server_port}\n      location_name: {env.name}\n"
+        )
+    workspace.write_text("# Written by `cli.py dev`: code servers it started.\nload_from:\n" + "".join(entries))
     click.echo(f"Dagster UI: http://{host}:{port}  (DAGSTER_HOME={DAGSTER_HOME}; Ctrl-C stops)")
     command = [str(ROOT_VENV / "bin" / "dagster"), "dev", "-w", str(workspace), "-h", host, "-p", str(port)]
-    sys.exit(run_foreground(command, dagster_env()))
+    sys.exit(run_foreground(command, dagster_env(), helpers=tuple(servers)))
 
 
 # -------------------------------------------------------------------------------------------------- run pipeline
