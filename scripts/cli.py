@@ -253,6 +253,12 @@ def run_foreground(command: list[str], env: dict[str, str], cwd: Path = ROOT, he
         os.setpgid(0, group)
         # A background-started shell leaves SIGINT ignored; restore it so the group can be interrupted.
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if sys.platform == "linux":
+            # Should this CLI be killed outright (SIGKILL skips our handlers), the children get a Ctrl-C
+            # instead of living on in their own process group.
+            import ctypes
+
+            ctypes.CDLL(None).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
 
     started: list[subprocess.Popen] = []
     for helper_command, helper_cwd in helpers:
