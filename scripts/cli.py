@@ -476,7 +476,7 @@ def run_pipeline(
         click.secho(f"    ok in {time.perf_counter() - t0:.1f} s", fg="green")
     latest = Path(os.environ.get("ML_PIPELINE_OUTPUT_DIR", ROOT / "example_output_resources")) / "latest.json"
     if latest.exists() and selected[-1] is LOCATIONS[-1]:
-        click.echo(f"latest release: {json.loads(latest.read_text())['path']} (example_output_resources/)")
+        click.echo(f"latest release: {latest.parent / json.loads(latest.read_text())['path']}")
     click.secho(f"pipeline done in {time.perf_counter() - total:.1f} s", fg="green")
 
 

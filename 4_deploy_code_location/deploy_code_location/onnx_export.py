@@ -36,7 +36,7 @@ def export_onnx(model: DecoderTransformer) -> bytes:
     past = torch.export.Dim("past", min=0, max=block - 1)
     # Example sizes above 1 keep the exporter from specializing a dynamic dimension to 0 or 1.
     example_ids = torch.zeros((2, 3), dtype=torch.int64)
-    example_past = torch.zeros(_cache_shape(model, batch=2, length=2))
+    example_past = torch.zeros(model.cache_shape(batch=2, length=2))
     program = torch.onnx.export(
         _CachedForward(model),
         (example_ids, example_past),
@@ -53,11 +53,6 @@ def export_onnx(model: DecoderTransformer) -> bytes:
         path = Path(folder) / "model.onnx"
         program.save(str(path), external_data=False)
         return path.read_bytes()
-
-
-def _cache_shape(model: DecoderTransformer, batch: int, length: int) -> tuple[int, ...]:
-    config = model.config
-    return (config.n_layer, 2, batch, config.n_head, length, config.n_embd // config.n_head)
 
 
 def parity_shapes(block_size: int) -> list[tuple[int, int]]:
@@ -81,7 +76,7 @@ def max_logit_difference(model: DecoderTransformer, onnx_bytes: bytes, seed: int
     for batch, sequence in parity_shapes(block):
         ids = generator.integers(0, vocab, size=(batch, sequence), dtype=np.int64)
         expected = model(torch.from_numpy(ids)).numpy()
-        empty = np.zeros(_cache_shape(model, batch, 0), dtype=np.float32)
+        empty = np.zeros(model.cache_shape(batch, 0), dtype=np.float32)
         actual, _ = session.run([LOGITS, PRESENT_KEY_VALUES], {INPUT_IDS: ids, PAST_KEY_VALUES: empty})
         if actual.shape != expected.shape:
             raise AssertionError(f"shape {actual.shape} from ONNX Runtime, {expected.shape} from PyTorch")
@@ -90,13 +85,13 @@ def max_logit_difference(model: DecoderTransformer, onnx_bytes: bytes, seed: int
     ids = generator.integers(0, vocab, size=(2, block), dtype=np.int64)
     expected = model(torch.from_numpy(ids)).numpy()
     prefill = min(3, block - 1)
-    cache = np.zeros(_cache_shape(model, 2, 0), dtype=np.float32)
+    cache = np.zeros(model.cache_shape(2, 0), dtype=np.float32)
     logits, cache = session.run(None, {INPUT_IDS: ids[:, :prefill], PAST_KEY_VALUES: cache})
     worst = float(np.abs(logits - expected[:, :prefill]).max())
     for position in range(prefill, block):
         logits, cache = session.run(None, {INPUT_IDS: ids[:, position : position + 1], PAST_KEY_VALUES: cache})
         worst = max(worst, float(np.abs(logits[:, 0] - expected[:, position]).max()))
-    if cache.shape != _cache_shape(model, 2, block):
-        raise AssertionError(f"cache grew to {cache.shape}, expected {_cache_shape(model, 2, block)}")
+    if cache.shape != model.cache_shape(2, block):
+        raise AssertionError(f"cache grew to {cache.shape}, expected {model.cache_shape(2, block)}")
     differences["decode_with_cache"] = worst
     return differences

@@ -162,11 +162,14 @@ class DecoderTransformer(nn.Module):
             x = block(x)
         return self.lm_head(self.ln_f(x))
 
+    def cache_shape(self, batch: int, length: int) -> tuple[int, ...]:
+        """Shape of a key/value cache holding `length` positions: (n_layer, 2, batch, n_head, length, head_dim)."""
+        config = self.config
+        return (config.n_layer, 2, batch, config.n_head, length, config.n_embd // config.n_head)
+
     def empty_cache(self, batch: int = 1) -> torch.Tensor:
         """A key/value cache holding no positions, for `forward_cached` to start from."""
-        config = self.config
-        head_dim = config.n_embd // config.n_head
-        return self.wte.weight.new_zeros((config.n_layer, 2, batch, config.n_head, 0, head_dim))
+        return self.wte.weight.new_zeros(self.cache_shape(batch, 0))
 
     def forward_cached(self, idx: torch.Tensor, past: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (batch, time, vocab) of new tokens `idx` that follow the positions held in the key/value cache.

@@ -53,23 +53,6 @@ def versioned_output(value: Any, fmt: StorageFormat, output_name: str = "result"
         return dg.Output(value, output_name=output_name, data_version=content_version(fmt, value), **kwargs)
 
 
-def _toposorted(parents: Mapping[dg.AssetKey, set[dg.AssetKey]]) -> list[dg.AssetKey]:
-    ordered: list[dg.AssetKey] = []
-    placed: set[dg.AssetKey] = set()
-
-    def place(key: dg.AssetKey) -> None:
-        if key in placed:
-            return
-        placed.add(key)
-        for parent in sorted(parents.get(key, ()), key=lambda k: k.to_user_string()):
-            place(parent)
-        ordered.append(key)
-
-    for key in sorted(parents, key=lambda k: k.to_user_string()):
-        place(key)
-    return [key for key in ordered if key in parents]
-
-
 def stale_assets(
     defs: dg.Definitions, instance: dg.DagsterInstance, run_config: Mapping[str, Any] | None = None
 ) -> dict[dg.AssetKey, str]:
@@ -80,11 +63,11 @@ def stale_assets(
     materialization ran with (a run launched without config counts as `{}`).
     """
     graph = defs.resolve_asset_graph()
-    local = {key for key in graph.materializable_asset_keys}
+    local = set(graph.materializable_asset_keys)
     parents = {key: set(graph.get(key).parent_keys) for key in local}
     requested_ops = dict((run_config or {}).get("ops", {}))
     stale: dict[dg.AssetKey, str] = {}
-    for key in _toposorted(parents):
+    for key in (key for key in graph.toposorted_asset_keys if key in local):
         event = instance.get_latest_materialization_event(key)
         record = event.asset_materialization if event else None
         if record is None:

@@ -3,6 +3,8 @@
 import dagster as dg
 
 from shared_code_location.automation import ON_UPSTREAM_CHANGE, automation_sensor
+from shared_code_location.storage_formats import StorageFormat
+from shared_code_location.versions import versioned_output
 
 
 def build(check_passes: bool):
@@ -68,13 +70,8 @@ def test_automation_sensor_runs_by_default():
     assert automation_sensor("x").default_status == dg.DefaultSensorStatus.RUNNING
 
 
-def test_only_new_upstream_data_triggers_the_downstream():
-    """A re-run that writes the same bytes keeps its data version (versions.content_version): nothing downstream
-    runs. New bytes do trigger it."""
-    from shared_code_location.storage_formats import StorageFormat
-    from shared_code_location.versions import versioned_output
-
-    text = {"value": "to be or not to be"}
+def _text_pipeline(text: dict, gate=None):
+    """upstream (content-versioned text) → downstream (automated); `gate` can hold the downstream run open."""
 
     @dg.asset
     def upstream() -> dg.Output[str]:
@@ -82,8 +79,18 @@ def test_only_new_upstream_data_triggers_the_downstream():
 
     @dg.asset(deps=[upstream], automation_condition=ON_UPSTREAM_CHANGE)
     def downstream() -> None:
-        return None
+        if gate is not None:
+            gate["started"].set()
+            assert gate["release"].wait(timeout=60)
 
+    return upstream, downstream
+
+
+def test_only_new_upstream_data_triggers_the_downstream():
+    """A re-run that writes the same bytes keeps its data version (versions.content_version): nothing downstream
+    runs. New bytes do trigger it."""
+    text = {"value": "to be or not to be"}
+    upstream, downstream = _text_pipeline(text)
     instance = dg.DagsterInstance.ephemeral()
     defs = [upstream, downstream]
     assert dg.materialize(defs, instance=instance).success
@@ -100,9 +107,6 @@ def test_only_new_upstream_data_triggers_the_downstream():
 def test_a_release_waits_until_the_new_model_is_evaluated():
     """Deploy's sensor sees a new model before the evaluate location has evaluated it: the export may start, the
     release must wait for the new evaluation (and its gate)."""
-    from shared_code_location.storage_formats import StorageFormat
-    from shared_code_location.versions import versioned_output
-
     weights = {"value": "v1"}
 
     @dg.asset
@@ -141,24 +145,6 @@ def test_a_release_waits_until_the_new_model_is_evaluated():
     assert dg.materialize([report], instance=instance, selection=[report]).success
     requested_now, cursor = deploy_requests(cursor)
     assert requested_now == {"release"}
-
-
-def _text_pipeline(text: dict, gate=None):
-    """upstream (content-versioned text) → downstream (automated); `gate` can hold the downstream run open."""
-    from shared_code_location.storage_formats import StorageFormat
-    from shared_code_location.versions import versioned_output
-
-    @dg.asset
-    def upstream() -> dg.Output[str]:
-        return versioned_output(text["value"], StorageFormat.TEXT)
-
-    @dg.asset(deps=[upstream], automation_condition=ON_UPSTREAM_CHANGE)
-    def downstream() -> None:
-        if gate is not None:
-            gate["started"].set()
-            assert gate["release"].wait(timeout=60)
-
-    return upstream, downstream
 
 
 def test_an_update_made_outside_automation_settles_the_change():
