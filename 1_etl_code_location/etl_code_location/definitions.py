@@ -8,9 +8,7 @@ from etl_code_location.sensors import input_files_sensor
 from etl_code_location.split import text_splits
 from etl_code_location.tokenize_splits import tokenized_splits
 from etl_code_location.vocabulary import vocabulary
-from shared_code_location.asset_keys import IO_MANAGER_KEY
-from shared_code_location.io_manager import PipelineIOManager
-from shared_code_location.resources import InputFilesResource
+from shared_code_location.resources import pipeline_resources
 
 etl_job = dg.define_asset_job("etl_job", selection=dg.AssetSelection.groups("etl"), description="Ingest → tokens.")
 
@@ -21,9 +19,6 @@ defs = dg.Definitions(
     sensors=[input_files_sensor],
     # Steps are light; running them in one process saves a Python start-up per step.
     executor=dg.in_process_executor,
-    resources={
-        # Also stores the op outputs inside the graph-backed corpus asset: pickle-free everywhere.
-        IO_MANAGER_KEY: PipelineIOManager(),
-        "input_files": InputFilesResource(),
-    },
+    # The IO manager also stores the op outputs inside the graph-backed corpus asset: pickle-free everywhere.
+    resources=pipeline_resources("input_files"),
 )

@@ -8,7 +8,7 @@ import dagster as dg
 
 from shared_code_location.resources import InputFilesResource
 from shared_code_location.storage_formats import StorageFormat
-from shared_code_location.versions import versioned_output
+from shared_code_location.versions import EXTERNAL_INPUT_TAG, versioned_output
 
 # Bytes that never occur in text; their presence means a binary file was dropped in the input folder.
 _BINARY_CONTROL_BYTES = frozenset(range(0, 9)) | frozenset(range(14, 32)) - {27}
@@ -77,6 +77,7 @@ def normalize_corpus(context: dg.OpExecutionContext, documents: list[dict[str, s
     description="The normalized text corpus: every *.txt file of the input folder (graph of two ops).",
     metadata={"storage_format": StorageFormat.TEXT.value},
     code_version="1",
+    tags={EXTERNAL_INPUT_TAG: "input_folder"},
 )
 def corpus() -> str:
     return normalize_corpus(read_corpus_files())

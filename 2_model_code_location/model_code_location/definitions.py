@@ -3,9 +3,9 @@
 import dagster as dg
 
 from model_code_location.trained_model import trained_model
-from shared_code_location.asset_keys import IO_MANAGER_KEY, TRAIN_TOKENS, VALIDATION_TOKENS, VOCABULARY
+from shared_code_location.asset_keys import TRAIN_TOKENS, VALIDATION_TOKENS, VOCABULARY
 from shared_code_location.automation import automation_sensor
-from shared_code_location.io_manager import PipelineIOManager
+from shared_code_location.resources import pipeline_resources
 
 training_job = dg.define_asset_job("training_job", selection=[trained_model.key], description="Train the model.")
 # The gpu preset, tagged so that a run launcher that can place runs on GPU nodes (Kubernetes) asks for one.
@@ -32,6 +32,6 @@ defs = dg.Definitions(
     jobs=[training_job, gpu_training_job],
     schedules=[weekly_retraining],
     sensors=[automation_sensor("2_model")],
-    resources={IO_MANAGER_KEY: PipelineIOManager()},
+    resources=pipeline_resources(),
     executor=dg.in_process_executor,
 )

@@ -1,10 +1,12 @@
 """Training hyperparameters: a `dg.Config` editable in the Launchpad, with named presets. No torch imported here."""
 
-import os
+import enum
 from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field
+
+from shared_code_location import settings
 
 #: Each preset is a complete set of hyperparameters; any field set in `TrainingConfig` overrides it.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -66,23 +68,33 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-#: Environment variable naming the preset of runs launched without config: automation, schedules, the UI's defaults.
-PRESET_ENV_VAR = "ML_PIPELINE_TRAINING_PRESET"
+#: The preset names as a choice in the Launchpad (and in `python -m shared_code_location.runs describe`).
+Preset = enum.Enum("Preset", {name: name for name in PRESETS}, type=str)
+
+#: The preset of runs launched without config, unless `$ML_PIPELINE_TRAINING_PRESET` names another.
+DEFAULT_PRESET = "quick"
 
 
 def default_preset() -> str:
-    """`$ML_PIPELINE_TRAINING_PRESET` (e.g. `gpu` on a GPU deployment), else `quick`."""
-    preset = os.environ.get(PRESET_ENV_VAR) or "quick"
+    """`$ML_PIPELINE_TRAINING_PRESET` (e.g. `gpu` on a GPU deployment), else `DEFAULT_PRESET`.
+
+    Read when a run starts, not when the location loads: a bad value fails that run with this message instead of
+    taking the whole location (and its sensors and schedules) down.
+    """
+    preset = settings.TRAINING_PRESET.get() or DEFAULT_PRESET
     if preset not in PRESETS:
-        raise ValueError(f"{PRESET_ENV_VAR}={preset!r} is not a preset; choose one of {', '.join(PRESETS)}")
+        raise ValueError(
+            f"{settings.TRAINING_PRESET.name}={preset!r} is not a preset; choose one of {', '.join(PRESETS)}"
+        )
     return preset
 
 
 class TrainingConfig(dg.Config):
     """Hyperparameters of `model/trained_model`. Pick a `preset`; any other field left empty takes its value."""
 
-    preset: Literal["quick", "gpu", "tiny"] = Field(
-        default=default_preset(), description=f"quick (CPU, ~1 min), gpu, tiny; default from ${PRESET_ENV_VAR}"
+    preset: Preset | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description=f"one of {', '.join(PRESETS)}; empty: ${settings.TRAINING_PRESET.name}, else {DEFAULT_PRESET}",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when present, else CPU")
     seed: int = 1337
@@ -104,9 +116,10 @@ class TrainingConfig(dg.Config):
 
     def resolved(self) -> dict[str, Any]:
         """The preset's hyperparameters with this config's overrides applied, plus device and seed."""
-        values = dict(PRESETS[self.preset])
+        preset = self.preset.value if self.preset else default_preset()
+        values = dict(PRESETS[preset])
         values.update({k: v for k, v in self.model_dump().items() if k in values and v is not None})
-        values.update(device=self.device, seed=self.seed, preset=self.preset)
+        values.update(device=self.device, seed=self.seed, preset=preset)
         if values["n_embd"] % values["n_head"]:
             raise ValueError(f"n_embd ({values['n_embd']}) must be a multiple of n_head ({values['n_head']})")
         if values["min_learning_rate"] > values["learning_rate"]:

@@ -5,10 +5,9 @@ import dagster as dg
 from deploy_code_location import checks
 from deploy_code_location.release import latest_release, onnx_model, release
 from deploy_code_location.smoke_test import release_smoke_test_job, release_smoke_test_schedule
-from shared_code_location.asset_keys import EVALUATION_REPORT, IO_MANAGER_KEY, TRAINED_MODEL, VOCABULARY
+from shared_code_location.asset_keys import EVALUATION_REPORT, TRAINED_MODEL, VOCABULARY
 from shared_code_location.automation import automation_sensor
-from shared_code_location.io_manager import PipelineIOManager
-from shared_code_location.resources import OutputFolderResource
+from shared_code_location.resources import pipeline_resources
 
 defs = dg.Definitions(
     assets=[TRAINED_MODEL.spec(), VOCABULARY.spec(), EVALUATION_REPORT.spec(), onnx_model, release, latest_release],
@@ -16,6 +15,6 @@ defs = dg.Definitions(
     jobs=[release_smoke_test_job],
     schedules=[release_smoke_test_schedule],
     sensors=[automation_sensor("4_deploy")],
-    resources={IO_MANAGER_KEY: PipelineIOManager(), "output_folder": OutputFolderResource()},
+    resources=pipeline_resources("output_folder"),
     executor=dg.in_process_executor,
 )

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
+from shared_code_location import settings
 from shared_code_location.asset_keys import STORAGE_FORMAT_METADATA_KEY, contract_format
-from shared_code_location.project_paths import default_storage_uri
 from shared_code_location.storage_formats import (
     StorageFormat,
     StorageFormatError,
@@ -91,8 +91,8 @@ class ContractUPathIOManager(dg.UPathIOManager):
 
 
 class PipelineIOManager(dg.ConfigurableIOManagerFactory):
-    """The shared IO manager. `base_uri` is any fsspec URL or local path (default: `$ML_PIPELINE_STORAGE_URI`, else
-    `example_persistent_home/storage` in the project)."""
+    """The shared IO manager. `base_uri` is any fsspec URL or local path; default: `settings.STORAGE_URI`
+    (`$ML_PIPELINE_STORAGE_URI`, else `example_persistent_home/asset_storage` in the project)."""
 
     base_uri: str | None = None
     storage_options: dict[str, Any] = {}  # noqa: RUF012 -- pydantic copies field defaults
@@ -100,4 +100,4 @@ class PipelineIOManager(dg.ConfigurableIOManagerFactory):
     def create_io_manager(self, context: dg.InitResourceContext) -> ContractUPathIOManager:
         from upath import UPath
 
-        return ContractUPathIOManager(base_path=UPath(self.base_uri or default_storage_uri(), **self.storage_options))
+        return ContractUPathIOManager(base_path=UPath(self.base_uri or settings.storage_uri(), **self.storage_options))

@@ -10,15 +10,13 @@ what a root asset read from disk and to run config. So assets that read files or
 their data version to a hash of what they produce: a new corpus changes it, an unchanged one keeps it, and
 nothing downstream turns stale for a re-run that produced the same bytes.
 
-`python -m shared_code_location.versions MODULE [--run-config JSON]` prints the stale assets of the `Definitions`
-in MODULE as JSON, `{asset key: reason}`, read from the instance in `$DAGSTER_HOME`.
+An asset that reads something Dagster cannot version before it runs (files in a folder) carries the
+`EXTERNAL_INPUT_TAG`; it is always stale, since only running it can tell whether its input changed. Its content
+data version then keeps everything downstream fresh when nothing did.
 """
 
-import argparse
 import hashlib
-import importlib
 import json
-import sys
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -30,6 +28,9 @@ from shared_code_location.storage_formats import StorageFormat, TensorBundle, en
 _CODE_VERSION_TAG = "dagster/code_version"
 _DATA_VERSION_TAG = "dagster/data_version"
 _INPUT_DATA_VERSION_TAG = "dagster/input_data_version/"
+
+#: Tag of assets that read input from outside Dagster; its value (a tag value: letters, digits, `_-.`) says what.
+EXTERNAL_INPUT_TAG = "ml_pipeline/external_input"
 
 
 def content_version(fmt: StorageFormat, value: Any) -> dg.DataVersion:
@@ -58,7 +59,7 @@ def stale_assets(
 ) -> dict[dg.AssetKey, str]:
     """The materializable assets of `defs` that a run must rebuild, each with the reason, in dependency order.
 
-    Reasons: never materialized; code version changed; an input has a new data version since it was read; an
+    Reasons: reads input from outside Dagster (`EXTERNAL_INPUT_TAG`); never materialized; code version changed; an input has a new data version since it was read; an
     upstream asset in `defs` is rebuilt; or `run_config` gives the asset's op a config other than the one its last
     materialization ran with (a run launched without config counts as `{}`).
     """
@@ -68,6 +69,9 @@ def stale_assets(
     requested_ops = dict((run_config or {}).get("ops", {}))
     stale: dict[dg.AssetKey, str] = {}
     for key in (key for key in graph.toposorted_asset_keys if key in local):
+        if source := graph.get(key).tags.get(EXTERNAL_INPUT_TAG):
+            stale[key] = f"reads from outside Dagster ({source}): only a run can tell whether it changed"
+            continue
         event = instance.get_latest_materialization_event(key)
         record = event.asset_materialization if event else None
         if record is None:
@@ -84,11 +88,11 @@ def stale_assets(
         if changed := [p.to_user_string() for p in sorted(parents[key], key=str) if _input_changed(instance, p, tags)]:
             stale[key] = f"new data in {', '.join(changed)}"
             continue
-        op_name = "__".join(key.path)
-        if op_name in requested_ops:
+        op_names = [op.name for op in op_defs(defs, key)]
+        if any(name in requested_ops for name in op_names):
             run = instance.get_run_by_id(event.run_id)
-            previous = ((run.run_config if run else {}) or {}).get("ops", {}).get(op_name, {})
-            if previous != requested_ops[op_name]:
+            previous = ((run.run_config if run else {}) or {}).get("ops", {})
+            if any(previous.get(name, {}) != requested_ops.get(name, {}) for name in op_names):
                 stale[key] = "run config differs from the last materialization's"
     return stale
 
@@ -100,18 +104,7 @@ def _input_changed(instance: dg.DagsterInstance, parent: dg.AssetKey, tags: Mapp
     return current is not None and read != current
 
 
-def main() -> None:
-    """Print `{asset key: reason}` for the stale assets of a location's `Definitions`."""
-    parser = argparse.ArgumentParser(description="Which assets of a code location are stale, and why.")
-    parser.add_argument("module", help="module holding `defs`, e.g. model_code_location.definitions")
-    parser.add_argument("--run-config", default="{}", help="run config (JSON) the next run would use")
-    args = parser.parse_args()
-    defs = importlib.import_module(args.module).defs
-    with dg.DagsterInstance.get() as instance:
-        stale = stale_assets(defs, instance, json.loads(args.run_config))
-    json.dump({key.to_user_string(): reason for key, reason in stale.items()}, sys.stdout)
-    print()
-
-
-if __name__ == "__main__":
-    main()
+def op_defs(defs: dg.Definitions, key: dg.AssetKey) -> list[dg.OpDefinition]:
+    """The ops that compute `key`: one for an `@asset`, several for a graph-backed asset."""
+    node = defs.resolve_assets_def(key).node_def
+    return list(node.iterate_op_defs()) if isinstance(node, dg.GraphDefinition) else [node]

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from shared_code_location.project_paths import project_root
 from shared_code_location.resources import InputFilesResource, OutputFolderResource
+from shared_code_location.settings import project_root
 
 
 def test_folders_resolve_the_same_from_any_working_directory(tmp_path, monkeypatch):

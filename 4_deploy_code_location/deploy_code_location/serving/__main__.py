@@ -2,17 +2,15 @@
 
 import argparse
 import logging
-import os
-from pathlib import Path
 
-from shared_code_location.project_paths import resolve_project_path
+from shared_code_location import settings
 
 
 def main() -> None:
     """Parse arguments and run uvicorn."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--release", help="release version or folder (default: follow latest.json)")
-    parser.add_argument("--output-dir", default=os.environ.get("ML_PIPELINE_OUTPUT_DIR", "example_output_resources"))
+    parser.add_argument("--output-dir", default=settings.OUTPUT_DIR.get(), help=settings.OUTPUT_DIR.description)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args()
@@ -24,7 +22,7 @@ def main() -> None:
     from deploy_code_location.serving.app import create_app
 
     try:
-        app = create_app(Path(resolve_project_path(args.output_dir)), args.release)
+        app = create_app(settings.resolve_project_path(args.output_dir), args.release)
     except ReleaseNotFoundError as error:
         raise SystemExit(f"error: {error}") from None
     print(f"serving release {app.state.watcher.generator.version} on http://{args.host}:{args.port} (docs: /docs)")

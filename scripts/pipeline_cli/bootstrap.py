@@ -1,0 +1,81 @@
+"""The root environment (.venv): created from bare Python by `setup`, then every command re-runs inside it.
+
+Standard library only: this runs before click, uv or anything else is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+ROOT_VENV = ROOT / ".venv"
+ROOT_PYTHON = ROOT_VENV / "bin" / "python"
+ROOT_REQUIREMENTS = ROOT / "scripts" / "requirements.lock"
+UV = ROOT_VENV / "bin" / "uv"
+UV_VERSION = "0.13.9"
+#: Installed into .venv without its dependencies, for its standard-library-only modules (settings, net).
+SHARED_PACKAGE = ROOT / "shared_code_location"
+
+
+def pip_index_flags() -> list[str]:
+    """uv flags that mirror the user's pip configuration (index-url, extra-index-url, find-links).
+
+    uv does not read pip.conf or PIP_* variables; without this, a machine whose packages come from a mirror or a
+    local wheel folder would resolve differently under uv than under pip. `unsafe-best-match` is pip's own rule:
+    the best version across all indexes, not the first index that has the package.
+    """
+    listing = subprocess.run(
+        [str(ROOT_PYTHON), "-m", "pip", "config", "list"], capture_output=True, text=True, check=False
+    ).stdout
+    settings: dict[str, str] = {}
+    for line in listing.splitlines():
+        key, _, value = line.partition("=")
+        option = key.rsplit(".", 1)[-1]
+        if option in ("index-url", "extra-index-url", "find-links"):
+            settings[option] = value.strip().strip("'\"")  # later lines (env, user) override earlier ones
+    for option in ("index-url", "extra-index-url", "find-links"):
+        env_value = os.environ.get("PIP_" + option.upper().replace("-", "_"))
+        if env_value:
+            settings[option] = env_value
+    flags = ["--index-strategy", "unsafe-best-match"]
+    if "index-url" in settings:
+        flags += ["--default-index", settings["index-url"]]
+    for url in settings.get("extra-index-url", "").split():
+        flags += ["--index", url]
+    for location in settings.get("find-links", "").split():
+        flags += ["--find-links", location]
+    return flags
+
+
+def install_root_environment() -> None:
+    """Create .venv, install uv into it with pip (which reads the user's pip configuration), then the root
+    requirements and the shared package (without its dependencies) with uv."""
+    if sys.version_info < (3, 11):
+        sys.exit(f"Python 3.11 or newer is needed; this is {sys.version.split()[0]}")
+    if not UV.exists():
+        print(f"bootstrapping the root environment in {ROOT_VENV.name}/ (uv {UV_VERSION}) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(ROOT_VENV)], check=True)
+        pip = [str(ROOT_PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        subprocess.run([*pip, f"uv=={UV_VERSION}"], check=True)
+    install = [str(UV), "pip", "install", "--quiet", *pip_index_flags(), "--python", str(ROOT_PYTHON)]
+    subprocess.run([*install, "-r", str(ROOT_REQUIREMENTS)], check=True)
+    subprocess.run([*install, "--no-deps", "-e", str(SHARED_PACKAGE)], check=True)
+
+
+def in_root_venv() -> bool:
+    """Whether this process runs on .venv's Python."""
+    return Path(sys.prefix).resolve() == ROOT_VENV.resolve()
+
+
+def enter_root_venv(commands: str) -> None:
+    """Re-run this command inside .venv (creating it first for `setup`), or exit saying how to set up."""
+    if in_root_venv():
+        return
+    if sys.argv[1:2] == ["setup"]:
+        install_root_environment()
+    if ROOT_PYTHON.exists():
+        os.execv(str(ROOT_PYTHON), [str(ROOT_PYTHON), *sys.argv])
+    sys.exit(f"This project is not set up yet. Run:\n\n    python scripts/cli.py setup\n\nCommands: {commands}.")

@@ -1,0 +1,300 @@
+"""The click commands: each parses its options and hands over to the module that does the work."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import click
+
+from pipeline_cli.bootstrap import ROOT, ROOT_PYTHON, ROOT_VENV
+from shared_code_location import settings
+
+# This checkout is the project, whatever the caller's environment says: every process the CLI starts agrees.
+os.environ[settings.PROJECT_ROOT.name] = str(ROOT)
+
+from pipeline_cli import derived_files, locations, pipeline, scaffold
+from pipeline_cli.environments import build_environment, lock_environment, lock_root
+from pipeline_cli.instance import dagster_env, dagster_home, ensure_dagster_home
+from pipeline_cli.locations import ENVIRONMENTS, LOCATIONS, Environment, LocationError
+from pipeline_cli.processes import supervise
+from shared_code_location.net import free_port
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print an error in red and exit."""
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(code)
+
+
+def require_setup(envs: tuple[Environment, ...] = ENVIRONMENTS) -> None:
+    """Exit with a clear message if any environment is missing."""
+    missing = [env.name for env in envs if not env.python.exists()]
+    if missing:
+        fail(f"environment(s) {', '.join(missing)} missing: run `python scripts/cli.py setup` first")
+
+
+def find_or_fail(name: str, candidates: tuple[Environment, ...] = LOCATIONS) -> Environment:
+    """The location called `name`, or exit naming the choices."""
+    try:
+        return locations.find(name, candidates)
+    except LocationError as error:
+        fail(str(error))
+        raise  # unreachable: fail exits
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Dagster ML pipeline template: code locations in one lineage graph, from raw text to a served model."""
+
+
+@cli.command()
+@click.option("--force", is_flag=True, help="Reinstall every environment even if nothing changed.")
+def setup(force: bool) -> None:
+    """Create one virtual environment per code location (and the shared package's), with uv.
+
+    Idempotent: an environment whose lock file and pyproject are unchanged is skipped, so a re-run takes seconds.
+    """
+    start = time.perf_counter()
+    click.echo(f"root environment: {ROOT_VENV.relative_to(ROOT)} (click, uv, dagster-webserver, dg)")
+    for env in ENVIRONMENTS:
+        t0 = time.perf_counter()
+        click.echo(f"  {env.name:<11} {env.venv.relative_to(ROOT)} ... ", nl=False)
+        try:
+            status = build_environment(env, force)
+        except FileNotFoundError as error:
+            click.echo("")
+            fail(str(error))
+        except subprocess.CalledProcessError as error:
+            click.echo("")
+            fail(f"installing {env.name} failed (exit {error.returncode}); see the uv output above")
+        click.echo(f"{status} ({time.perf_counter() - t0:.1f} s)")
+    ensure_dagster_home()
+    click.secho(f"setup done in {time.perf_counter() - start:.1f} s. Next: python scripts/cli.py run", fg="green")
+
+
+@cli.command()
+@click.argument("location", required=False)
+@click.option("--port", default=3000, show_default=True, help="Webserver port.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+def dev(location: str | None, port: int, host: str) -> None:
+    """Run the Dagster UI and daemon on every location (or only LOCATION, e.g. 2_model).
+
+    Each location's code server starts in its own venv, all at once (`dagster dev` on `workspace.yaml` starts
+    them one after another, which takes about twice as long here); the webserver and daemon connect to them.
+    """
+    require_setup()
+    envs = [find_or_fail(location)] if location else list(LOCATIONS)
+    workspace, servers, entries = ensure_dagster_home() / "workspace-dev.yaml", [], []
+    for env in envs:
+        server_port = free_port()
+        servers.append(
+            (
+                [
+                    *(str(env.python), "-m", "dagster", "code-server", "start", "-h", "127.0.0.1"),
+                    *("-p", str(server_port), "-m", env.module, "-d", str(env.path), "--location-name", env.name),
+                ],
+                env.path,
+            )
+        )
+        entries.append(
+            f"  - grpc_server:\n      host: 127.0.0.1\n      port: {server_port}\n      location_name: {env.name}\n"
+        )
+    workspace.write_text("# Written by `cli.py dev`: code servers it started.\nload_from:\n" + "".join(entries))
+    click.echo(f"Dagster UI: http://{host}:{port}  (DAGSTER_HOME={dagster_home()}; Ctrl-C stops)")
+    command = [str(ROOT_VENV / "bin" / "dagster"), "dev", "-w", str(workspace), "-h", host, "-p", str(port)]
+    sys.exit(supervise(command, dagster_env(), ROOT, helpers=servers))
+
+
+@cli.command(name="run")
+@click.option(
+    "--preset", default=None, help="Training preset; default: $ML_PIPELINE_TRAINING_PRESET, else the model's."
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Set a config field of whichever asset takes it, e.g. --set max_iters=500 (repeatable).",
+)
+@click.option(
+    "--from", "start", default=None, help="Start at this location (e.g. 3_evaluate); earlier ones are reused."
+)
+@click.option("--only", default=None, help="Run only this location.")
+@click.option("--force", is_flag=True, help="Rebuild every asset, stale or not.")
+@click.option("-v", "--verbose", is_flag=True, help="Print Dagster's full event log.")
+def run_command(
+    preset: str | None, overrides: tuple[str, ...], start: str | None, only: str | None, force: bool, verbose: bool
+) -> None:
+    """Run the whole graph headless, location by location in pipeline order, each in its own venv.
+
+    Each location runs only its stale assets: never materialized, code version changed, new upstream data, other
+    config, or reading input from outside Dagster (ETL's files). With unchanged code and corpus, training is
+    skipped. Runs land in the shared instance, so they show in the UI. Stops at the first failure and exits
+    non-zero, with its cause: the error the asset raised, or the check that did not pass and what it saw.
+    """
+    require_setup(LOCATIONS)
+    selected = list(LOCATIONS)
+    if start:
+        selected = selected[selected.index(find_or_fail(start)) :]
+    if only:
+        selected = [find_or_fail(only)]
+    total = time.perf_counter()
+    try:
+        options = {"preset": preset, "set": pipeline.parse_overrides(overrides)}
+        pipeline.run_pipeline(selected, options, force, verbose)
+    except pipeline.PipelineError as error:
+        fail(str(error))
+    click.secho(f"pipeline done in {time.perf_counter() - total:.1f} s", fg="green")
+
+
+@cli.command()
+@click.option("--release", default=None, help="Release version or folder (default: the latest good release).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default).")
+@click.option("--port", default=8000, show_default=True)
+def serve(release: str | None, host: str, port: int) -> None:
+    """Serve the released model over HTTP with ONNX Runtime (POST /generate, GET /health, /metrics, /docs).
+
+    Runs `python -m <package>.serving` of the location that has a `serving` package, in its venv.
+    """
+    servers = [env for env in LOCATIONS if (env.path / env.package / "serving" / "__main__.py").is_file()]
+    if len(servers) != 1:
+        fail(f"expected one location with a `serving` package, found {[env.name for env in servers]}")
+    server = servers[0]
+    require_setup((server,))
+    command = [str(server.python), "-m", f"{server.package}.serving", "--host", host, "--port", str(port)]
+    if release:
+        command += ["--release", release]
+    sys.exit(supervise(command, dagster_env(), server.path))
+
+
+@cli.command()
+@click.argument("targets", nargs=-1)
+@click.option("-k", "keyword", default=None, help="Only tests matching this pytest expression.")
+@click.option("--no-e2e", is_flag=True, help="Skip the cross-location tests in tests/ (end to end, UI, Dagster+).")
+def test(targets: tuple[str, ...], keyword: str | None, no_e2e: bool) -> None:
+    """Run each location's tests and the shared package's, each in its own venv, then the cross-location tests.
+
+    TARGETS: environment names (shared, 1_etl, ...) or `e2e`; default: all.
+    """
+    require_setup()
+    chosen = [find_or_fail(t, ENVIRONMENTS) for t in targets if t != "e2e"]
+    suites = [(env.name, env.python, env.path) for env in (chosen or ([] if targets else ENVIRONMENTS))]
+    if (not targets and not no_e2e) or "e2e" in targets:
+        suites.append(("e2e", ROOT_PYTHON, ROOT))
+    results = []
+    for name, python, cwd in suites:
+        click.secho(f"==> {name}", bold=True)
+        command = [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
+        if keyword:
+            command += ["-k", keyword]
+        t0 = time.perf_counter()
+        code = subprocess.run(command, cwd=cwd, env=os.environ).returncode
+        # pytest exits 5 when -k selects nothing in a suite: that suite has nothing to say, not a failure.
+        results.append((name, code in (0, 5), time.perf_counter() - t0))
+    click.echo("\nsummary:")
+    for name, ok, seconds in results:
+        click.secho(f"  {name:<11} {'passed' if ok else 'FAILED'} ({seconds:.1f} s)", fg="green" if ok else "red")
+    failed = sum(1 for _, ok, _ in results if not ok)
+    click.echo(f"{len(results) - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+@cli.command()
+@click.option("--fix", is_flag=True, help="Apply fixes and format.")
+def lint(fix: bool) -> None:
+    """Lint and format-check the whole repository with ruff; check that the derived files are up to date."""
+    ruff = str(ROOT_VENV / "bin" / "ruff")
+    check = subprocess.run([ruff, "check", *(["--fix"] if fix else []), "."], cwd=ROOT).returncode
+    fmt = subprocess.run([ruff, "format", *([] if fix else ["--check"]), "."], cwd=ROOT).returncode
+    stale = derived_files.out_of_date(LOCATIONS)
+    if stale:
+        click.secho(f"out of date: {', '.join(stale)}; run `python scripts/cli.py locations --sync`", fg="red")
+    sys.exit(1 if check or fmt or stale else 0)
+
+
+@cli.command()
+@click.option("--upgrade", is_flag=True, help="Allow newer versions of unpinned transitive dependencies.")
+def lock(upgrade: bool) -> None:
+    """Re-resolve every requirements.lock from the pyproject pins (run after editing dependencies)."""
+    lock_root(upgrade)
+    for env in ENVIRONMENTS:
+        lock_environment(env, upgrade)
+        click.echo(f"locked {env.lock.relative_to(ROOT)}")
+
+
+@cli.command(name="locations")
+@click.option("--sync", "sync", is_flag=True, help="Rewrite workspace.yaml and dagster_cloud.yaml from dg.toml.")
+@click.option("--check", "check", is_flag=True, help="Exit non-zero if a derived file is out of date.")
+def locations_command(sync: bool, check: bool) -> None:
+    """List the code locations, as dg.toml declares them, and keep the files derived from it in step."""
+    for env in LOCATIONS:
+        click.echo(f"{env.name:<14} {env.folder + '/':<28} {env.module}")
+    problems = locations.pattern_problems(LOCATIONS)
+    for problem in problems:
+        click.secho(f"naming: {problem}", fg="yellow")
+    if sync:
+        for name in derived_files.write_all(LOCATIONS):
+            click.echo(f"rewrote {name}")
+    stale = derived_files.out_of_date(LOCATIONS)
+    if check and (stale or problems):
+        fail(f"out of date: {', '.join(stale)}; run `python scripts/cli.py locations --sync`" if stale else "naming")
+
+
+@cli.command(name="new-location")
+@click.argument("name")
+@click.option("--no-build", is_flag=True, help="Write the files only; no lock, no venv.")
+def new_location(name: str, no_build: bool) -> None:
+    """Add a code location NAME (e.g. `monitoring`) after the last one: package, pyproject with the same pins,
+    a `Definitions` on the shared contract with one example asset, a test, its entry in dg.toml and every file
+    derived from it, its lock and its venv. `dev` loads it at once."""
+    try:
+        env = scaffold.new_location(name, build=not no_build)
+    except LocationError as error:
+        fail(str(error))
+    click.secho(f"created {env.name} in {env.folder}/ (module {env.module})", fg="green")
+    click.echo(f"next: python scripts/cli.py test {env.name}; python scripts/cli.py dev")
+
+
+@cli.command(name="rename-location")
+@click.argument("old")
+@click.argument("new")
+@click.option("--no-build", is_flag=True, help="Rename the files only; do not rebuild the venv.")
+def rename_location(old: str, new: str, no_build: bool) -> None:
+    """Rename location OLD (e.g. 2_model or model) to NEW (e.g. language_model), keeping its number.
+
+    Asset keys do not change, so asset history stays in the instance. Runs keep the old location name, and the
+    location's schedules and sensors start over from their default state under the new name.
+    """
+    try:
+        env = scaffold.rename_location(old, new, build=not no_build)
+    except LocationError as error:
+        fail(str(error))
+    click.secho(f"renamed to {env.name} in {env.folder}/ (module {env.module})", fg="green")
+
+
+@cli.command()
+@click.option("--data", is_flag=True, help="Also delete user data: Dagster runs, pipeline storage and releases.")
+@click.option("--yes", is_flag=True, help="Do not ask before deleting user data.")
+def clean(data: bool, yes: bool) -> None:
+    """Remove the location venvs, caches and build output (keeps the root .venv that runs this CLI)."""
+    doomed = [env.venv for env in ENVIRONMENTS]
+    for pattern in ("**/__pycache__", "**/*.egg-info", "**/.pytest_cache", "**/.ruff_cache", "**/build"):
+        doomed += [p for p in ROOT.glob(pattern) if ".venv" not in p.parts]
+    if data:
+        if not yes and not click.confirm("Delete Dagster runs, pipeline storage and all releases?"):
+            fail("nothing deleted")
+        home, output = dagster_home(), settings.OUTPUT_DIR.path()
+        doomed += [p for p in home.iterdir() if p.name != "dagster.yaml"] if home.is_dir() else []
+        doomed += [p for p in output.iterdir() if p.name != "README.md"] if output.is_dir() else []
+    for path in doomed:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink()
+    click.echo(
+        f"removed {len([p for p in doomed if not p.exists()])} item(s); the root .venv stays (delete it by hand)"
+    )

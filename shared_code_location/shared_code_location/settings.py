@@ -1,0 +1,108 @@
+"""Every `ML_PIPELINE_*` setting, its default and what it does: the one place they are read from the environment.
+
+Standard library only, so that the CLI, the benchmarks and the server use it as the code locations do. Paths that
+are relative resolve against the project root, never the working directory; `STORAGE_URI` stays a URI (s3://…).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+#: A file that exists only at the root of this repository (and of its forks).
+_ROOT_MARKER = "dg.toml"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: its name, its default (None: unset) and what it does."""
+
+    name: str
+    default: str | None
+    description: str
+
+    def get(self) -> str | None:
+        """The value from the environment, else the default; an empty variable counts as unset."""
+        return os.environ.get(self.name) or self.default
+
+    def path(self) -> Path:
+        """The value as an absolute path: `~` expanded, relative values taken from the project root."""
+        value = self.get()
+        if value is None:
+            raise RuntimeError(f"{self.name} is not set and has no default")
+        return resolve_project_path(value)
+
+
+PROJECT_ROOT = Setting(
+    "ML_PIPELINE_PROJECT_ROOT",
+    None,
+    "The repository root; default: the nearest folder above the shared package that holds dg.toml.",
+)
+DAGSTER_HOME = Setting(
+    "ML_PIPELINE_DAGSTER_HOME",
+    "example_persistent_home",
+    "The Dagster instance folder (DAGSTER_HOME) that the CLI gives every Dagster process it starts.",
+)
+INPUT_DIR = Setting("ML_PIPELINE_INPUT_DIR", "example_input_files_resource", "The folder of text files ETL ingests.")
+OUTPUT_DIR = Setting(
+    "ML_PIPELINE_OUTPUT_DIR", "example_output_resources", "Where releases and latest.json are written and served from."
+)
+STORAGE_URI = Setting(
+    "ML_PIPELINE_STORAGE_URI",
+    "example_persistent_home/asset_storage",
+    "Where the IO manager keeps data that crosses locations: a folder, or any fsspec URL (s3://bucket/prefix).",
+)
+DEPLOYMENT = Setting(
+    "ML_PIPELINE_DEPLOYMENT",
+    "local",
+    "Which resources the locations bind: `local` (the defaults above) or `production` (storage, input and output "
+    "taken from the environment with `dg.EnvVar`, required, so that separate containers share them).",
+)
+TRAINING_PRESET = Setting(
+    "ML_PIPELINE_TRAINING_PRESET",
+    None,
+    "The training preset of runs launched without config (automation, schedules, the UI); default: the model "
+    "location's own default preset.",
+)
+
+#: All of them, in the order the README's table lists them.
+SETTINGS: tuple[Setting, ...] = (
+    PROJECT_ROOT,
+    DAGSTER_HOME,
+    INPUT_DIR,
+    OUTPUT_DIR,
+    STORAGE_URI,
+    DEPLOYMENT,
+    TRAINING_PRESET,
+)
+
+
+def project_root() -> Path:
+    """The repository root: `$ML_PIPELINE_PROJECT_ROOT` if set, else the nearest parent holding `dg.toml`.
+
+    The package is installed editable from the repository, so walking up from this file finds the root no matter
+    which directory a process was started in.
+    """
+    configured = PROJECT_ROOT.get()
+    if configured:
+        return Path(configured).expanduser().resolve()
+    for parent in Path(__file__).resolve().parents:
+        if (parent / _ROOT_MARKER).is_file():
+            return parent
+    raise RuntimeError(
+        f"Cannot find the project root above {__file__}: no {_ROOT_MARKER} in any parent. "
+        f"Set {PROJECT_ROOT.name} to the repository root."
+    )
+
+
+def resolve_project_path(path: str | os.PathLike[str]) -> Path:
+    """An absolute path: `path` itself if absolute (after `~` expansion), else relative to the project root."""
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else project_root() / candidate
+
+
+def storage_uri() -> str:
+    """`STORAGE_URI` as a string: a URL stays as it is, a local folder becomes absolute."""
+    value = STORAGE_URI.get() or ""
+    return value if "://" in value else str(resolve_project_path(value))
