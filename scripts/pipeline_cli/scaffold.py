@@ -77,7 +77,7 @@ testpaths = ["tests"]
 
 
 def _definitions(names: dict[str, str], stem: str) -> str:
-    return f'''"""The {names["location"]} code location: a starting point. Add assets here, or in modules beside this one."""
+    return f'''"""The {names["location"]} code location. Add assets here, or in modules beside this one."""
 
 import dagster as dg
 

@@ -59,9 +59,10 @@ def stale_assets(
 ) -> dict[dg.AssetKey, str]:
     """The materializable assets of `defs` that a run must rebuild, each with the reason, in dependency order.
 
-    Reasons: reads input from outside Dagster (`EXTERNAL_INPUT_TAG`); never materialized; code version changed; an input has a new data version since it was read; an
-    upstream asset in `defs` is rebuilt; or `run_config` gives the asset's op a config other than the one its last
-    materialization ran with (a run launched without config counts as `{}`).
+    Reasons: reads input from outside Dagster (`EXTERNAL_INPUT_TAG`); never materialized; code version changed;
+    an upstream asset in `defs` is rebuilt; an input has a new data version since it was read; or `run_config`
+    gives one of the asset's ops a config other than the one its last materialization ran with (a run launched
+    without config counts as `{}`).
     """
     graph = defs.resolve_asset_graph()
     local = set(graph.materializable_asset_keys)
