@@ -6,6 +6,7 @@ import numpy as np
 from model_code_location.presets import TrainingConfig
 from shared_code_location.asset_keys import TRAIN_TOKENS, TRAINED_MODEL, VALIDATION_TOKENS, VOCABULARY
 from shared_code_location.automation import ON_UPSTREAM_CHANGE
+from shared_code_location.runs import SUMMARY_METADATA_KEY
 from shared_code_location.storage_formats import StorageFormat, TensorBundle
 from shared_code_location.versions import versioned_output
 
@@ -53,6 +54,8 @@ def trained_model(
             "best_step": dg.MetadataValue.int(summary["best_step"]),
             "wall_seconds": dg.MetadataValue.float(summary["wall_seconds"]),
             "device": dg.MetadataValue.text(summary["device"]),
+            SUMMARY_METADATA_KEY: f"validation loss {summary['validation_loss']:.4f} nats/char after "
+            f"{summary['wall_seconds']:.0f} s on {summary['device']} ({hp['preset']} preset)",
             "preset": dg.MetadataValue.text(hp["preset"]),
             "hyperparameters": dg.MetadataValue.json(hp),
             "loss_curve": dg.MetadataValue.md(loss_curve_markdown(result.history, f"{hp['preset']} preset")),

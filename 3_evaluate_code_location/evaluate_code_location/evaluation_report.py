@@ -6,6 +6,7 @@ import numpy as np
 from evaluate_code_location.baselines import bigram_baseline, unigram_baseline
 from shared_code_location.asset_keys import EVALUATION_REPORT, TEST_TOKENS, TRAIN_TOKENS, TRAINED_MODEL, VOCABULARY
 from shared_code_location.automation import ON_UPSTREAM_CHANGE
+from shared_code_location.runs import SUMMARY_METADATA_KEY
 from shared_code_location.storage_formats import TensorBundle
 
 
@@ -60,6 +61,8 @@ def evaluation_report(
             "bits_per_character": dg.MetadataValue.float(model_metrics["bits_per_character"]),
             "accuracy": dg.MetadataValue.float(model_metrics["accuracy"]),
             "bigram_loss": dg.MetadataValue.float(baselines["bigram"]["loss"]),
+            SUMMARY_METADATA_KEY: f"test loss {model_metrics['loss']:.4f} nats/char, bigram baseline "
+            f"{baselines['bigram']['loss']:.4f}",
             "metrics": dg.MetadataValue.md(_metrics_table({"transformer": model_metrics, **baselines})),
             "samples": dg.MetadataValue.md(
                 "\n\n".join(f"**{s['prompt'].strip()}**\n```\n{s['prompt']}{s['completion']}\n```" for s in samples)

@@ -22,6 +22,7 @@ from shared_code_location.asset_keys import (
 )
 from shared_code_location.automation import ON_UPSTREAM_CHANGE
 from shared_code_location.resources import OutputFolderResource
+from shared_code_location.runs import SUMMARY_METADATA_KEY
 from shared_code_location.storage_formats import StorageFormat, TensorBundle, sha256_hex
 
 ONNX_MODEL_KEY = dg.AssetKey([DEPLOY_PREFIX, "onnx_model"])
@@ -169,6 +170,10 @@ def latest_release(context: dg.AssetExecutionContext, output_folder: OutputFolde
 
     pointer = point_latest_to(output_folder.path, release["version"], release["model_sha256"])
     context.add_output_metadata(
-        {"version": pointer["version"], "pointer": dg.MetadataValue.path(str(output_folder.path / "latest.json"))}
+        {
+            "version": pointer["version"],
+            "pointer": dg.MetadataValue.path(str(output_folder.path / "latest.json")),
+            SUMMARY_METADATA_KEY: f"latest release: {output_folder.path / pointer['path']}",
+        }
     )
     return pointer

@@ -174,7 +174,9 @@ def run(module: str, options: Mapping[str, Any], force: bool) -> dict[str, Any]:
             _progress(f"{key}: {why}")
         if not stale:
             return report | {"success": True, "failures": [], "materialized": []}
-        logging.getLogger("dagster").addHandler(_UserLogEcho())
+        # The run's log handlers come from the instance; this one echoes the assets' own progress lines.
+        instance_handlers = instance.get_handlers
+        instance.get_handlers = lambda: [*instance_handlers(), _UserLogEcho()]
         result = materialize(module, list(stale), run_config, instance)
         return report | run_report(result)
 
