@@ -9,20 +9,33 @@ Prints:
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-STORAGE = Path(os.environ.get("ML_PIPELINE_STORAGE_URI", ROOT / "example_persistent_home" / "asset_storage"))
-OUTPUT = Path(os.environ.get("ML_PIPELINE_OUTPUT_DIR", ROOT / "example_output_resources"))
+from pipeline_cli.bootstrap import ROOT, enter_root_venv
+
+enter_root_venv("see python scripts/cli.py --help")
+
+from pipeline_cli.locations import LOCATIONS, Environment  # noqa: E402
+from shared_code_location import settings  # noqa: E402
+
+STORAGE = settings.storage_uri()  # a folder or a URI (s3://...): the location modules open it with UPath
+OUTPUT = settings.OUTPUT_DIR.path()
 
 
-def venv_json(location: str, *args: str) -> dict:
-    python = ROOT / location / ".venv" / "bin" / "python"
-    output = subprocess.run([str(python), *args], cwd=ROOT / location, capture_output=True, text=True, check=True)
+def location_with(module: str) -> Environment:
+    """The location whose package holds `module` (e.g. benchmark_throughput.py)."""
+    return next(env for env in LOCATIONS if (env.path / env.package / f"{module}.py").is_file())
+
+
+def venv_json(module: str, *args: str) -> dict:
+    """Run `python -m <package>.<module> ARGS` in the venv of the location that has it; its last line as JSON."""
+    env = location_with(module)
+    command = [str(env.python), "-m", f"{env.package}.{module}", *args]
+    output = subprocess.run(command, cwd=env.path, capture_output=True, text=True)
+    if output.returncode:
+        sys.exit(f"{env.name}: {module} failed:\n{output.stderr[-2000:]}")
     return json.loads(output.stdout.strip().splitlines()[-1])
 
 
@@ -45,17 +58,9 @@ def main() -> None:
             f"{card['metrics']['model']['loss']:.4f} (bigram {card['metrics']['baselines']['bigram']['loss']:.4f})"
         )
 
-    if not (STORAGE / "etl" / "train_tokens.npy").exists():
-        sys.exit("no ETL output yet: run `python scripts/cli.py run` first")
-    throughput = venv_json(
-        "2_model_code_location",
-        "-m",
-        "model_code_location.benchmark_throughput",
-        "--storage",
-        str(STORAGE),
-        "--iters",
-        str(args.train_iters),
-    )
+    if not (OUTPUT / "latest.json").exists():
+        sys.exit(f"no release in {OUTPUT} yet: run `python scripts/cli.py run` first")
+    throughput = venv_json("benchmark_throughput", "--storage", STORAGE, "--iters", str(args.train_iters))
     print(
         f"training (quick preset shapes, {throughput['threads']} threads): "
         f"asset {throughput['asset_tokens_per_second']:,.0f} tokens/s, bare loop "
@@ -64,26 +69,9 @@ def main() -> None:
 
     pointer = json.loads((OUTPUT / "latest.json").read_text())
     release = OUTPUT / pointer["path"]
-    ort = venv_json(
-        "4_deploy_code_location",
-        "-m",
-        "deploy_code_location.benchmark_latency",
-        "ort",
-        "--release",
-        str(release),
-        "--tokens",
-        str(args.tokens),
-    )
-    eager = venv_json(
-        "4_deploy_code_location",
-        "-m",
-        "deploy_code_location.benchmark_latency",
-        "torch",
-        "--weights",
-        str(STORAGE / "model" / "trained_model.safetensors"),
-        "--tokens",
-        str(args.tokens),
-    )
+    ort = venv_json("benchmark_latency", "ort", "--release", str(release), "--tokens", str(args.tokens))
+    weights = f"{STORAGE.rstrip('/')}/model/trained_model.safetensors"
+    eager = venv_json("benchmark_latency", "torch", "--weights", weights, "--tokens", str(args.tokens))
     print(
         f"generation, batch 1, {args.tokens} tokens, release {pointer['version']} (goal <= 0.5 ms/token, >= 2.5x):\n"
         f"  ONNX Runtime, key/value cache   {ort['ms_per_token']:.3f} ms/token (torch loaded: {ort['torch_loaded']}); "

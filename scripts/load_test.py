@@ -8,7 +8,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -16,9 +15,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from pipeline_cli.bootstrap import ROOT, enter_root_venv
+
+enter_root_venv("see python scripts/cli.py --help")
+
+from shared_code_location.net import free_port, http_ok, wait_until  # noqa: E402
 
 
 def post(url: str, payload: dict) -> tuple[int, float]:
@@ -83,21 +85,15 @@ def main() -> None:
     server = None
     url = args.url
     if url is None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         server = subprocess.Popen(
             [sys.executable, str(ROOT / "scripts" / "cli.py"), "serve", "--port", str(port)],
             start_new_session=True,
             stdout=subprocess.DEVNULL,
         )
         url = f"http://127.0.0.1:{port}"
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(url + "/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
+        if not wait_until(lambda: http_ok(url + "/health"), 60, alive=lambda: server.poll() is None):
+            sys.exit("the server did not start: is there a release? (python scripts/cli.py run)")
     if not url.startswith(("http://127.", "http://localhost", "http://[::1]")):
         sys.exit("load tests target loopback only")
     try:

@@ -39,14 +39,18 @@ def bare_loop_tokens_per_second(train_ids: np.ndarray, vocab_size: int, hp: dict
 def main() -> None:
     """Alternate bare and in-asset measurements so machine noise hits both alike."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("--storage", required=True, help="asset storage folder holding etl/*.npy")
+    parser.add_argument("--storage", required=True, help="the IO manager's storage (folder or URI) holding etl/")
     parser.add_argument("--iters", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    train_ids = np.load(f"{args.storage}/etl/train_tokens.npy")
-    validation_ids = np.load(f"{args.storage}/etl/validation_tokens.npy")
-    with open(f"{args.storage}/etl/vocabulary.json") as handle:
-        vocab_size = json.load(handle)["vocab_size"]
+    from upath import UPath
+
+    from shared_code_location.storage_formats import StorageFormat, decode
+
+    etl = UPath(args.storage) / "etl"
+    train_ids = decode(StorageFormat.NUMPY, (etl / "train_tokens.npy").read_bytes())
+    validation_ids = decode(StorageFormat.NUMPY, (etl / "validation_tokens.npy").read_bytes())
+    vocab_size = decode(StorageFormat.JSON, (etl / "vocabulary.json").read_bytes())["vocab_size"]
     hp = TrainingConfig(max_iters=args.iters, eval_interval=10**9, eval_tokens=4096, device="cpu").resolved()
     bare, inside = [], []
     for _ in range(args.rounds):

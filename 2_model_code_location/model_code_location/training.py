@@ -12,7 +12,13 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from shared_code_location.transformer import DecoderTransformer, TransformerConfig, pick_device
+from shared_code_location.transformer import (
+    DecoderTransformer,
+    TransformerConfig,
+    autocast,
+    pick_device,
+    window_metrics,
+)
 
 
 @dataclass
@@ -56,38 +62,9 @@ def batch_sampler(tokens: torch.Tensor, block_size: int, batch_size: int, genera
     return sample
 
 
-@torch.no_grad()
-def evaluate_loss(
-    model: DecoderTransformer, tokens: torch.Tensor, block_size: int, max_tokens: int = 0, batch_size: int = 64
-) -> float:
-    """Mean next-token cross-entropy (nats) over consecutive non-overlapping windows of `tokens`.
-
-    Deterministic: the same tokens always give the same windows. `max_tokens` > 0 uses only the first windows.
-    """
-    was_training = model.training
-    model.eval()
-    usable = (tokens.numel() - 1) // block_size * block_size
-    if max_tokens:
-        usable = min(usable, max(block_size, max_tokens // block_size * block_size))
-    if usable <= 0:
-        raise ValueError(f"{tokens.numel()} tokens cannot fill one window of {block_size + 1}")
-    inputs = tokens[:usable].view(-1, block_size)
-    targets = tokens[1 : usable + 1].view(-1, block_size)
-    device = next(model.parameters()).device
-    total = 0.0
-    for start in range(0, inputs.shape[0], batch_size):
-        x = inputs[start : start + batch_size].to(device)
-        y = targets[start : start + batch_size].to(device)
-        with autocast(device):
-            logits = model(x)
-        total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").item()
-    model.train(was_training)
-    return total / usable
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (faster, same loss); a no-op context on CPU."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+def evaluate_loss(model: DecoderTransformer, tokens: torch.Tensor, max_tokens: int = 0) -> float:
+    """Mean next-token loss (nats) over consecutive windows of `tokens`: `window_metrics`, as the evaluation uses."""
+    return window_metrics(model, tokens, max_tokens)["loss"]
 
 
 def train(
@@ -133,7 +110,7 @@ def train(
         if step % hp["eval_interval"] == 0 or last:
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            validation_loss = evaluate_loss(model, validation_tokens, hp["block_size"], hp["eval_tokens"])
+            validation_loss = evaluate_loss(model, validation_tokens, hp["eval_tokens"])
             history["eval_step"].append(step)
             history["validation_loss"].append(validation_loss)
             if validation_loss < best_loss:
@@ -170,8 +147,8 @@ def train(
 
     model.load_state_dict(best_state)
     model.eval()
-    final_validation = evaluate_loss(model, validation_tokens, hp["block_size"])  # the whole split, best weights
-    final_train = evaluate_loss(model, train_tokens, hp["block_size"], max_tokens=len(validation_ids))
+    final_validation = evaluate_loss(model, validation_tokens)  # the whole split, best weights
+    final_train = evaluate_loss(model, train_tokens, max_tokens=len(validation_ids))
     summary = {
         "parameters": model.num_parameters(),
         "device": str(device),

@@ -4,39 +4,20 @@ import math
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from shared_code_location.tokenizer import CharTokenizer
-from shared_code_location.transformer import DecoderTransformer
+from shared_code_location.transformer import DecoderTransformer, window_metrics
 
 #: Fixed prompts and seed: the same model always writes the same samples, so runs compare.
 SAMPLE_PROMPTS = ("ROMEO:\n", "First Citizen:\n", "KING HENRY VI:\nO")
 SAMPLE_SEED = 1337
 
 
-@torch.no_grad()
-def language_model_metrics(model: DecoderTransformer, tokens: np.ndarray, batch_size: int = 64) -> dict[str, float]:
-    """Loss (nats/token), perplexity, bits per character and next-token accuracy over consecutive windows."""
-    block = model.config.block_size
-    stream = torch.from_numpy(tokens.astype(np.int64))
-    usable = (stream.numel() - 1) // block * block
-    if usable <= 0:
-        raise ValueError(f"{stream.numel()} test tokens cannot fill one window of {block + 1}")
-    inputs, targets = stream[:usable].view(-1, block), stream[1 : usable + 1].view(-1, block)
-    total_loss, correct = 0.0, 0
-    for start in range(0, inputs.shape[0], batch_size):
-        logits = model(inputs[start : start + batch_size])
-        y = targets[start : start + batch_size]
-        total_loss += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
-        correct += int((logits.argmax(-1) == y).sum())
-    loss = total_loss / usable
-    return {
-        "loss": loss,
-        "perplexity": math.exp(loss),
-        "bits_per_character": loss / math.log(2),
-        "accuracy": correct / usable,
-        "tokens": usable,
-    }
+def language_model_metrics(model: DecoderTransformer, tokens: np.ndarray) -> dict[str, float]:
+    """Loss (nats/token), perplexity, bits per character and next-token accuracy over consecutive windows: the
+    model's own `window_metrics`, the same that training's validation loss uses."""
+    metrics = window_metrics(model, torch.from_numpy(tokens.astype(np.int64)))
+    return metrics | {"perplexity": math.exp(metrics["loss"]), "bits_per_character": metrics["loss"] / math.log(2)}
 
 
 def generate_samples(

@@ -40,12 +40,12 @@ def _ms(call, repeats: int = 200) -> float:
 
 def torch_ms_per_token(weights: str, tokens: int, prompt_length: int) -> dict:
     import torch
+    from upath import UPath
 
     from shared_code_location.storage_formats import StorageFormat, decode
     from shared_code_location.transformer import from_tensor_bundle, sample_next_token
 
-    with open(weights, "rb") as handle:
-        model = from_tensor_bundle(decode(StorageFormat.SAFETENSORS, handle.read()))
+    model = from_tensor_bundle(decode(StorageFormat.SAFETENSORS, UPath(weights).read_bytes()))
     block = model.config.block_size
     keep = max(1, block // 2)
 

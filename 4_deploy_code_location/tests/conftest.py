@@ -1,9 +1,6 @@
 import json
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -11,6 +8,7 @@ import torch
 
 from deploy_code_location.onnx_export import export_onnx
 from deploy_code_location.release_store import point_latest_to, write_release
+from shared_code_location.net import free_port, http_ok, wait_until
 from shared_code_location.storage_formats import sha256_hex
 from shared_code_location.tokenizer import CharTokenizer
 from shared_code_location.transformer import DecoderTransformer, TransformerConfig
@@ -52,12 +50,6 @@ def release_dir(tmp_path_factory) -> Path:
     return output
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def server(release_dir):
     """A real uvicorn server process on loopback, serving `release_dir`."""
@@ -68,15 +60,9 @@ def server(release_dir):
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url + "/health", timeout=1)
-            break
-        except OSError:
-            if process.poll() is not None:
-                raise RuntimeError(process.stdout.read().decode()) from None
-            time.sleep(0.2)
+    if not wait_until(lambda: http_ok(url + "/health"), 60, alive=lambda: process.poll() is None):
+        process.kill()
+        raise RuntimeError(process.stdout.read().decode())
     yield url
     process.terminate()
     process.wait(timeout=10)

@@ -220,6 +220,43 @@ def sample_next_token(
     return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=generator)
 
 
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (faster, same loss); a no-op context on CPU."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+@torch.no_grad()
+def window_metrics(
+    model: DecoderTransformer, tokens: torch.Tensor, max_tokens: int = 0, batch_size: int = 64
+) -> dict[str, float]:
+    """Mean next-token cross-entropy (nats/token) and accuracy over consecutive non-overlapping windows of a block.
+
+    The one implementation of the windowed loss: training's validation loss and the evaluation's test loss both come
+    from here, so they are comparable. Deterministic: the same tokens always give the same windows. `max_tokens` > 0
+    uses only the first windows. Runs on the model's device, in eval mode, and restores the mode after.
+    """
+    block = model.config.block_size
+    usable = (tokens.numel() - 1) // block * block
+    if max_tokens:
+        usable = min(usable, max(block, max_tokens // block * block))
+    if usable <= 0:
+        raise ValueError(f"{tokens.numel()} tokens cannot fill one window of {block + 1}")
+    inputs, targets = tokens[:usable].view(-1, block), tokens[1 : usable + 1].view(-1, block)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total_loss, correct = 0.0, 0
+    for start in range(0, inputs.shape[0], batch_size):
+        x = inputs[start : start + batch_size].to(device)
+        y = targets[start : start + batch_size].to(device)
+        with autocast(device):
+            logits = model(x).float()
+        total_loss += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
+        correct += int((logits.argmax(-1) == y).sum())
+    model.train(was_training)
+    return {"loss": total_loss / usable, "accuracy": correct / usable, "tokens": usable}
+
+
 def to_tensor_bundle(model: DecoderTransformer, **metadata: Any) -> TensorBundle:
     """Weights as float32 numpy arrays (the tied LM head stored once, as `wte.weight`) plus config and metadata."""
     tensors = {
