@@ -2,7 +2,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,21 +12,46 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))  # the CLI's package: the tests read the locations as the CLI does
+
+from pipeline_cli.locations import LOCATIONS  # noqa: E402
+from shared_code_location import settings  # noqa: E402
+from shared_code_location.net import free_port  # noqa: E402
+
 CLI = [sys.executable, str(ROOT / "scripts" / "cli.py")]
+LOCATION_NAMES = [env.name for env in LOCATIONS]
+
+
+def isolated(folder: Path) -> dict[str, str]:
+    """Environment that sends Dagster's instance, pipeline storage and releases to folders under `folder`."""
+    return os.environ | {
+        settings.DAGSTER_HOME.name: str(folder / "home"),
+        settings.STORAGE_URI.name: str(folder / "storage"),
+        settings.OUTPUT_DIR.name: str(folder / "releases"),
+    }
 
 
 @pytest.fixture
 def isolated_env(tmp_path) -> dict[str, str]:
-    """Environment that sends Dagster's instance, pipeline storage and releases to temporary folders."""
-    return os.environ | {
-        "ML_PIPELINE_DAGSTER_HOME": str(tmp_path / "home"),
-        "ML_PIPELINE_STORAGE_URI": str(tmp_path / "storage"),
-        "ML_PIPELINE_OUTPUT_DIR": str(tmp_path / "releases"),
-    }
+    """`isolated` under this test's temporary folder."""
+    return isolated(tmp_path)
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory) -> tuple[dict[str, str], Path, subprocess.CompletedProcess]:
+    """The whole pipeline run once with the tiny preset, shared by the tests that need a trained model or a
+    release: (its environment, its folder, the `cli.py run` result)."""
+    folder = tmp_path_factory.mktemp("pipeline")
+    env = isolated(folder)
+    return env, folder, run_cli("run", "--preset", "tiny", env=env)
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 600, root: Path = ROOT
+) -> subprocess.CompletedProcess:
+    """`python scripts/cli.py ARGS` in `root` (this checkout by default)."""
+    cli = [sys.executable, str(root / "scripts" / "cli.py")]
+    return subprocess.run([*cli, *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def graphql(port: int, query: str, variables: dict | None = None) -> dict:
@@ -54,15 +78,16 @@ def location_statuses(port: int) -> dict[str, tuple[str, str]]:
 
 
 @contextlib.contextmanager
-def dagster_dev(env: dict[str, str], timeout: float = 180) -> Iterator[int]:
+def dagster_dev(
+    env: dict[str, str], timeout: float = 180, root: Path = ROOT, stop_with: signal.Signals = signal.SIGINT
+) -> Iterator[int]:
     """`cli.py dev` (webserver + daemon, each location in its venv) on a free port, once every location loaded.
-    Yields the port; stops it with Ctrl-C, as a user would, and fails if it does not stop within 30 s."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    Yields the port; stops it with `stop_with` (Ctrl-C by default, as a user would), and fails if it does not stop
+    within 30 s."""
+    port = free_port()
     process = subprocess.Popen(
-        [*CLI, "dev", "--port", str(port)],
-        cwd=ROOT,
+        [sys.executable, str(root / "scripts" / "cli.py"), "dev", "--port", str(port)],
+        cwd=root,
         env=env,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
@@ -79,7 +104,7 @@ def dagster_dev(env: dict[str, str], timeout: float = 180) -> Iterator[int]:
         assert statuses and all(status == "LOADED" for status, _ in statuses.values()), statuses
         yield port
     finally:
-        os.killpg(process.pid, signal.SIGINT)
+        os.killpg(process.pid, stop_with)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:

@@ -1,27 +1,33 @@
-"""All four locations materialized for real, each in its own venv, with the tiny preset."""
+"""Every location materialized for real, each in its own venv, with the tiny preset; and failures with their cause."""
 
 import json
 import subprocess
 
-from conftest import ROOT, run_cli
+import pytest
+
+from conftest import LOCATION_NAMES, ROOT, run_cli
 
 
-def test_pipeline_produces_a_release_that_onnx_runtime_serves(isolated_env, tmp_path):
-    result = run_cli("run", "--preset", "tiny", env=isolated_env)
+def test_pipeline_produces_a_release_that_onnx_runtime_serves(tiny_pipeline):
+    env, folder, result = tiny_pipeline
     assert result.returncode == 0, result.stdout + result.stderr
-    for position, name in enumerate(["1_etl", "2_model", "3_evaluate", "4_deploy"], 1):
-        assert f"[{position}/4] {name}" in result.stdout
-
-    releases = tmp_path / "releases"
+    for position, name in enumerate(LOCATION_NAMES, 1):
+        assert f"[{position}/{len(LOCATION_NAMES)}] {name}" in result.stdout
+    # Each location said why it ran, and the assets' own summaries and progress came through.
+    assert "etl/corpus: reads from outside Dagster (input_folder)" in result.stdout
+    assert "model/trained_model: never materialized" in result.stdout
+    assert "model/trained_model: step 300/300" in result.stdout
+    releases = folder / "releases"
     latest = json.loads((releases / "latest.json").read_text())
-    folder = releases / latest["path"]
-    assert sorted(p.name for p in folder.iterdir()) == [
+    release_folder = releases / latest["path"]
+    assert f"deploy/latest_release: latest release: {release_folder}" in result.stdout
+    assert sorted(p.name for p in release_folder.iterdir()) == [
         "model.onnx",
         "model_card.json",
         "model_card.md",
         "vocabulary.json",
     ]
-    card = json.loads((folder / "model_card.json").read_text())
+    card = json.loads((release_folder / "model_card.json").read_text())
     assert card["model_config"]["n_layer"] == 2  # the tiny preset reached the model location
     assert card["metrics"]["model"]["loss"] < card["metrics"]["baselines"]["bigram"]["loss"]
     assert all(card["upstream_data_versions"].values()), card["upstream_data_versions"]
@@ -29,7 +35,7 @@ def test_pipeline_produces_a_release_that_onnx_runtime_serves(isolated_env, tmp_
     # Load and sample in the deploy venv, in a process without torch.
     code = (
         "import sys, json; from deploy_code_location.onnx_generator import OnnxGenerator;"
-        f"g = OnnxGenerator({str(folder)!r}); r = g.generate('ROMEO:', 40, seed=1);"
+        f"g = OnnxGenerator({str(release_folder)!r}); r = g.generate('ROMEO:', 40, seed=1);"
         "print(json.dumps({'text': r.text, 'torch': 'torch' in sys.modules}))"
     )
     deploy_python = ROOT / "4_deploy_code_location" / ".venv" / "bin" / "python"
@@ -39,21 +45,61 @@ def test_pipeline_produces_a_release_that_onnx_runtime_serves(isolated_env, tmp_
     assert len(sample["text"]) == 40 and not sample["torch"]
 
     # Unchanged code, corpus and config: ETL runs again, produces the same data versions, and the rest is skipped.
-    again = run_cli("run", "--preset", "tiny", env=isolated_env)
+    again = run_cli("run", "--preset", "tiny", env=env)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert again.stdout.count("up to date: nothing stale, skipped") == 3, again.stdout
+    assert again.stdout.count("up to date: nothing stale, skipped") == len(LOCATION_NAMES) - 1, again.stdout
     assert json.loads((releases / "latest.json").read_text()) == latest
-    # Other training config: the model is stale, and so is everything after it.
-    retrain = run_cli("run", "--preset", "tiny", "--set", "max_iters=200", "--from", "2_model", env=isolated_env)
+
+
+def test_other_config_retrains_and_a_bad_preset_variable_fails_the_run_with_its_message(tiny_pipeline):
+    env, _, _ = tiny_pipeline
+    retrain = run_cli("run", "--preset", "tiny", "--set", "max_iters=200", "--from", "2_model", env=env)
     assert retrain.returncode == 0, retrain.stdout + retrain.stderr
     assert "model/trained_model: run config differs from the last materialization's" in retrain.stdout
-    assert json.loads((releases / "latest.json").read_text())["version"] != latest["version"]
+    assert "model/trained_model: step 200/200" in retrain.stdout
+
+    bad = run_cli("run", "--only", "2_model", "--force", env=env | {"ML_PIPELINE_TRAINING_PRESET": "nope"})
+    assert bad.returncode != 0
+    assert "2_model failed:" in bad.stderr
+    assert "ML_PIPELINE_TRAINING_PRESET='nope' is not a preset; choose one of quick, gpu, tiny" in bad.stderr
 
 
-def test_a_failing_location_stops_the_pipeline_and_names_the_asset(isolated_env, tmp_path):
-    (tmp_path / "empty_input").mkdir()
-    env = isolated_env | {"ML_PIPELINE_INPUT_DIR": str(tmp_path / "empty_input")}
-    result = run_cli("run", "--preset", "tiny", env=env)
+def _coverage_failure(folder):
+    # The held-out end of the corpus uses characters the train split never saw.
+    (folder / "corpus.txt").write_text("the cat sat on the mat.\n" * 2000 + "ΩΨΦ ΞΛΔ\n" * 200, encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("make_input", "cause"),
+    [
+        (lambda folder: (folder / "empty.txt").write_text(""), "etl/corpus.read_corpus_files: {}.CorpusError: input "
+         "file {folder}/empty.txt is empty"),
+        (lambda folder: (folder / "binary.txt").write_bytes(bytes(range(256)) * 8), "binary.txt looks binary"),
+        (lambda folder: (folder / "latin1.txt").write_bytes("café\n".encode("latin-1")),
+         "latin1.txt is not valid UTF-8: byte 3 (line 1) is 0xe9"),
+        (_coverage_failure, "blocking check vocabulary_covers_held_out_splits on etl/vocabulary did not pass "
+         "(validation_oov_rate="),
+    ],
+    ids=["empty", "binary", "not-utf8", "failed-check"],
+)  # fmt: skip
+def test_a_failure_prints_its_cause_and_stops_the_pipeline(make_input, cause, isolated_env, tmp_path):
+    inputs = tmp_path / "input"
+    inputs.mkdir()
+    make_input(inputs)
+    result = run_cli("run", "--preset", "tiny", env=isolated_env | {"ML_PIPELINE_INPUT_DIR": str(inputs)})
     assert result.returncode != 0
-    assert "1_etl failed: etl/corpus.read_corpus_files" in result.stderr
-    assert "[2/4]" not in result.stdout
+    assert "1_etl failed:" in result.stderr
+    assert cause.format("etl_code_location.ingest", folder=inputs) in result.stderr, result.stderr
+    assert "[2/" not in result.stdout
+
+
+def test_options_that_fit_no_location_are_refused_before_anything_runs(isolated_env):
+    for args, message in [
+        (("--preset", "huge"), "--preset: 'huge' is not one of quick, gpu, tiny"),
+        (("--set", "max_itres=3"), "--set max_itres: no asset of 1_etl, 2_model, 3_evaluate, 4_deploy takes"),
+        (("--set", "no_equals_sign"), "--set expects key=value"),
+        (("--only", "5_nowhere"), "unknown location '5_nowhere'; choose one of 1_etl, 2_model"),
+    ]:
+        result = run_cli("run", *args, env=isolated_env)
+        assert result.returncode != 0 and message in result.stderr, result.stderr
+        assert "[1/" not in result.stdout

@@ -1,6 +1,12 @@
-import dagster as dg
+import os
+import subprocess
+import sys
+
+import pytest
 
 from model_code_location.definitions import defs
+from model_code_location.presets import TrainingConfig
+from shared_code_location import settings
 from shared_code_location.asset_keys import TRAIN_TOKENS, TRAINED_MODEL, VALIDATION_TOKENS, VOCABULARY
 
 
@@ -11,13 +17,24 @@ def test_model_location_declares_its_upstream_from_the_contract():
 
 
 def test_definitions_module_does_not_import_torch():
-    import subprocess
-    import sys
-
     code = "import sys, model_code_location.definitions; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 
-def test_trained_model_is_versioned():
-    assert defs.resolve_assets_def(TRAINED_MODEL.key).code_versions_by_key[TRAINED_MODEL.key]
-    assert isinstance(dg.AssetKey(["model", "trained_model"]), dg.AssetKey)
+def test_the_location_owns_the_contract_key_of_the_trained_model_and_versions_it():
+    graph = defs.resolve_asset_graph()
+    assert TRAINED_MODEL.key in graph.materializable_asset_keys
+    assert graph.get(TRAINED_MODEL.key).code_version
+
+
+def test_a_bad_preset_variable_fails_the_run_not_the_location(monkeypatch):
+    # The location still loads (sensors, schedules and the UI stay up) ...
+    env = os.environ | {settings.TRAINING_PRESET.name: "nope"}
+    code = "import model_code_location.definitions as d; print(len(d.defs.resolve_asset_graph().asset_nodes))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert loaded.returncode == 0, loaded.stderr
+    # ... and a run that needs the default preset fails with a message that names the variable and the choices.
+    monkeypatch.setenv(settings.TRAINING_PRESET.name, "nope")
+    with pytest.raises(ValueError, match=r"ML_PIPELINE_TRAINING_PRESET='nope' is not a preset; choose one of quick"):
+        TrainingConfig().resolved()
+    assert TrainingConfig(preset="tiny").resolved()["preset"] == "tiny"  # an explicit preset needs no variable

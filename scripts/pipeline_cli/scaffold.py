@@ -190,7 +190,11 @@ def rename_location(old: str, new_stem: str, build: bool = True) -> Environment:
         (re.compile(rf"(?<![\w-]){re.escape(before[what])}(?![\w-])"), after[what])
         for what in ("folder", "package", "distribution", "location")
     ]
-    shutil.rmtree(env.venv, ignore_errors=True)
+    # A venv cannot move (absolute paths inside); a linked one belongs to someone else: drop the link only.
+    if env.venv.is_symlink():
+        env.venv.unlink()
+    else:
+        shutil.rmtree(env.venv, ignore_errors=True)
     for path in _tracked_text_files():
         text = path.read_text(encoding="utf-8", errors="surrogateescape")
         changed = text

@@ -56,3 +56,25 @@ def test_bad_configs_are_named():
         TransformerConfig(vocab_size=5, n_embd=30, n_head=4)
     with pytest.raises(ValueError, match="dropout"):
         TransformerConfig(vocab_size=5, dropout=1.5)
+
+
+def test_window_metrics_is_the_mean_loss_and_accuracy_over_consecutive_windows():
+    from torch.nn import functional as F
+
+    from shared_code_location.transformer import window_metrics
+
+    torch.manual_seed(0)
+    model = DecoderTransformer(TransformerConfig(vocab_size=7, block_size=4, n_layer=1, n_head=1, n_embd=8))
+    model.train()
+    tokens = torch.randint(0, 7, (23,))
+    metrics = window_metrics(model, tokens, batch_size=2)  # 22 targets → 5 windows of 4, the rest dropped
+    assert metrics["tokens"] == 20 and model.training  # the caller's mode is restored
+    model.eval()
+    with torch.no_grad():
+        logits = model(tokens[:20].view(5, 4))
+    targets = tokens[1:21].view(5, 4)
+    assert metrics["loss"] == pytest.approx(F.cross_entropy(logits.flatten(0, 1), targets.flatten()).item(), rel=1e-5)
+    assert metrics["accuracy"] == pytest.approx((logits.argmax(-1) == targets).float().mean().item())
+    assert window_metrics(model, tokens, max_tokens=8)["tokens"] == 8
+    with pytest.raises(ValueError, match="cannot fill one window"):
+        window_metrics(model, tokens[:4])

@@ -1,0 +1,16 @@
+import subprocess
+import sys
+
+from evaluate_code_location.definitions import defs
+from shared_code_location.asset_keys import EVALUATION_REPORT, TRAINED_MODEL
+
+
+def test_definitions_module_imports_neither_torch_nor_onnxruntime():
+    code = "import sys, evaluate_code_location.definitions; print(sorted({'torch', 'onnxruntime'} & set(sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+def test_the_evaluation_reads_the_model_from_the_contract():
+    graph = defs.resolve_asset_graph()
+    assert TRAINED_MODEL.key in graph.get(EVALUATION_REPORT.key).parent_keys
+    assert not graph.get(TRAINED_MODEL.key).is_materializable  # owned by 2_model
