@@ -18,7 +18,6 @@ from pipeline_cli.locations import LOCATIONS  # noqa: E402
 from shared_code_location import settings  # noqa: E402
 from shared_code_location.net import free_port  # noqa: E402
 
-CLI = [sys.executable, str(ROOT / "scripts" / "cli.py")]
 LOCATION_NAMES = [env.name for env in LOCATIONS]
 
 
@@ -77,13 +76,56 @@ def location_statuses(port: int) -> dict[str, tuple[str, str]]:
     return {e["name"]: (e["loadStatus"], (e["locationOrLoadError"] or {}).get("__typename")) for e in entries}
 
 
+def child_groups(pid: int) -> set[int]:
+    """The process groups of `pid`'s children (the CLI puts what it starts in a group of their own)."""
+    groups = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:  # fields: state, ppid, pgrp, ...
+                groups.add(int(fields[2]))
+    return groups
+
+
+def group_alive(group: int) -> bool:
+    """Whether any process of `group` still runs."""
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop_and_check(process: subprocess.Popen, how: signal.Signals, limit: float) -> float:
+    """Send `how` to the CLI's own process group (what Ctrl-C in a terminal does) and return the seconds until
+    the CLI and every process group it started are gone; fails past `limit`, killing what is left."""
+    groups = child_groups(process.pid)
+    assert groups, "the CLI started no process"
+    started = time.monotonic()
+    os.killpg(process.pid, how)
+    try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=limit)
+        while any(group_alive(g) for g in groups) and time.monotonic() - started < limit:
+            time.sleep(0.1)
+    finally:
+        elapsed = time.monotonic() - started
+        left = [g for g in groups if group_alive(g)]
+        for group in [process.pid, *left]:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+    assert process.returncode is not None, f"the CLI did not exit within {limit} s of {how.name}"
+    assert not left, f"process groups {left} still running {elapsed:.1f} s after {how.name}"
+    return elapsed
+
+
 @contextlib.contextmanager
 def dagster_dev(
     env: dict[str, str], timeout: float = 180, root: Path = ROOT, stop_with: signal.Signals = signal.SIGINT
 ) -> Iterator[int]:
     """`cli.py dev` (webserver + daemon, each location in its venv) on a free port, once every location loaded.
-    Yields the port; stops it with `stop_with` (Ctrl-C by default, as a user would), and fails if it does not stop
-    within 30 s."""
+    Yields the port; stops it with `stop_with` (Ctrl-C by default, as a user would), and fails unless the CLI and
+    everything it started are gone within 20 s."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, str(root / "scripts" / "cli.py"), "dev", "--port", str(port)],
@@ -104,9 +146,4 @@ def dagster_dev(
         assert statuses and all(status == "LOADED" for status, _ in statuses.values()), statuses
         yield port
     finally:
-        os.killpg(process.pid, stop_with)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            pytest.fail("dev did not shut down within 30 s of Ctrl-C")
+        stop_and_check(process, stop_with, limit=20)
