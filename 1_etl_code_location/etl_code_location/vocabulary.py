@@ -9,11 +9,9 @@ from shared_code_location.versions import versioned_output
 
 
 @dg.asset(
-    key=VOCABULARY.key,
+    **VOCABULARY.produced(),
     group_name="etl",
-    description=VOCABULARY.description,
     ins={"text_splits": dg.AssetIn(key=["etl", "text_splits"])},
-    metadata=VOCABULARY.metadata,
     code_version="1",
 )
 def vocabulary(context: dg.AssetExecutionContext, text_splits: dict) -> dg.Output[dict]:

@@ -4,7 +4,7 @@ import dagster as dg
 import numpy as np
 
 from model_code_location.presets import TrainingConfig
-from shared_code_location.asset_keys import TRAIN_TOKENS, TRAINED_MODEL, VALIDATION_TOKENS, VOCABULARY
+from shared_code_location.asset_keys import TRAIN_TOKENS, TRAINED_MODEL, VALIDATION_TOKENS, VOCABULARY, inputs
 from shared_code_location.automation import ON_UPSTREAM_CHANGE
 from shared_code_location.runs import SUMMARY_METADATA_KEY
 from shared_code_location.storage_formats import StorageFormat, TensorBundle
@@ -15,15 +15,9 @@ TRAINING_CODE_VERSION = "1"
 
 
 @dg.asset(
-    key=TRAINED_MODEL.key,
+    **TRAINED_MODEL.produced(),
     group_name="model",
-    description=TRAINED_MODEL.description,
-    metadata=TRAINED_MODEL.metadata,
-    ins={
-        "vocabulary": dg.AssetIn(key=VOCABULARY.key),
-        "train_tokens": dg.AssetIn(key=TRAIN_TOKENS.key),
-        "validation_tokens": dg.AssetIn(key=VALIDATION_TOKENS.key),
-    },
+    ins=inputs(vocabulary=VOCABULARY, train_tokens=TRAIN_TOKENS, validation_tokens=VALIDATION_TOKENS),
     code_version=TRAINING_CODE_VERSION,
     automation_condition=ON_UPSTREAM_CHANGE,
     # One training at a time: the instance's pool limit (dagster.yaml, default_limit 1) applies to this pool.

@@ -4,7 +4,14 @@ import dagster as dg
 import numpy as np
 
 from evaluate_code_location.baselines import bigram_baseline, unigram_baseline
-from shared_code_location.asset_keys import EVALUATION_REPORT, TEST_TOKENS, TRAIN_TOKENS, TRAINED_MODEL, VOCABULARY
+from shared_code_location.asset_keys import (
+    EVALUATION_REPORT,
+    TEST_TOKENS,
+    TRAIN_TOKENS,
+    TRAINED_MODEL,
+    VOCABULARY,
+    inputs,
+)
 from shared_code_location.automation import ON_UPSTREAM_CHANGE
 from shared_code_location.runs import SUMMARY_METADATA_KEY
 from shared_code_location.storage_formats import TensorBundle
@@ -21,16 +28,9 @@ def _metrics_table(rows: dict[str, dict[str, float]]) -> str:
 
 
 @dg.asset(
-    key=EVALUATION_REPORT.key,
+    **EVALUATION_REPORT.produced(),
     group_name="evaluate",
-    description=EVALUATION_REPORT.description,
-    metadata=EVALUATION_REPORT.metadata,
-    ins={
-        "trained_model": dg.AssetIn(key=TRAINED_MODEL.key),
-        "vocabulary": dg.AssetIn(key=VOCABULARY.key),
-        "train_tokens": dg.AssetIn(key=TRAIN_TOKENS.key),
-        "test_tokens": dg.AssetIn(key=TEST_TOKENS.key),
-    },
+    ins=inputs(trained_model=TRAINED_MODEL, vocabulary=VOCABULARY, train_tokens=TRAIN_TOKENS, test_tokens=TEST_TOKENS),
     code_version="1",
     automation_condition=ON_UPSTREAM_CHANGE,
 )

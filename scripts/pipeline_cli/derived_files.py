@@ -5,7 +5,10 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
+
+import yaml
 
 from pipeline_cli.bootstrap import ROOT
 from pipeline_cli.locations import Environment
@@ -14,49 +17,53 @@ from pipeline_cli.locations import Environment
 IMAGE_ROOT = "/opt/dagster/app"
 
 
+_GENERATED = "Generated from dg.toml by `python scripts/cli.py locations --sync`; edit dg.toml, not this file."
+
+
+def _document(comment: str, data: dict) -> str:
+    header = "".join(f"# {line}\n" for line in textwrap.wrap(f"{_GENERATED} {comment}", 114))
+    return header + yaml.safe_dump(data, sort_keys=False, width=120)
+
+
 def workspace_yaml(locations: tuple[Environment, ...]) -> str:
     """workspace.yaml: each location loaded from its own venv."""
-    lines = [
-        "# Generated from dg.toml by `python scripts/cli.py locations --sync`; edit dg.toml, not this file.",
-        "# For Dagster's own tools: `dagster dev -w workspace.yaml`, `dagster-webserver -w workspace.yaml`. Each",
-        "# location loads in its own venv. (`cli.py dev` starts the code servers itself, all at once, and writes its",
-        "# own workspace of gRPC servers under the instance folder.) Relative paths are resolved against this folder.",
-        "load_from:",
+    entries = [
+        {
+            "python_module": {
+                "module_name": env.module,
+                "location_name": env.name,
+                "working_directory": env.folder,
+                "executable_path": f"{env.folder}/.venv/bin/python",
+            }
+        }
+        for env in locations
     ]
-    for env in locations:
-        lines += [
-            "  - python_module:",
-            f"      module_name: {env.module}",
-            f"      location_name: {env.name}",
-            f"      working_directory: {env.folder}",
-            f"      executable_path: {env.folder}/.venv/bin/python",
-        ]
-    return "\n".join(lines) + "\n"
+    comment = (
+        "For Dagster's own tools: `dagster dev -w workspace.yaml`, `dagster-webserver -w workspace.yaml`; each "
+        "location loads in its own venv. (`cli.py dev` starts the code servers itself, all at once, and writes its "
+        "own workspace of gRPC servers under the instance folder.) Relative paths are resolved against this folder."
+    )
+    return _document(comment, {"load_from": entries})
 
 
 def dagster_cloud_yaml(locations: tuple[Environment, ...]) -> str:
     """dagster_cloud.yaml (Dagster+ hybrid): one image from the repository root, each location in its own venv."""
-    lines = [
-        "# Generated from dg.toml by `python scripts/cli.py locations --sync`; edit dg.toml, not this file.",
-        "# Dagster+ (hybrid): one image built from the repository root (see Dockerfile) holds every location's own",
-        "# virtual environment, so each build sees shared_code_location/ and each location still runs with its own",
-        "# dependencies. Replace `registry` with your container registry.",
-        "defaults:",
-        "  build:",
-        "    directory: .",
-        "    registry: your-registry.example.com/dagster-ml-pipeline",
-        "",
-        "locations:",
+    entries = [
+        {
+            "location_name": env.name,
+            "code_source": {"module_name": env.module},
+            "working_directory": f"{IMAGE_ROOT}/{env.folder}",
+            "executable_path": f"{IMAGE_ROOT}/{env.folder}/.venv/bin/python",
+        }
+        for env in locations
     ]
-    for env in locations:
-        lines += [
-            f"  - location_name: {env.name}",
-            "    code_source:",
-            f"      module_name: {env.module}",
-            f"    working_directory: {IMAGE_ROOT}/{env.folder}",
-            f"    executable_path: {IMAGE_ROOT}/{env.folder}/.venv/bin/python",
-        ]
-    return "\n".join(lines) + "\n"
+    comment = (
+        "Dagster+ (hybrid): one image built from the repository root (see Dockerfile) holds every location's own "
+        "virtual environment, so each build sees shared_code_location/ and each location still runs with its own "
+        "dependencies. Replace `registry` with your container registry."
+    )
+    build = {"directory": ".", "registry": "your-registry.example.com/dagster-ml-pipeline"}
+    return _document(comment, {"defaults": {"build": build}, "locations": entries})
 
 
 DERIVED_FILES: dict[str, Callable[[tuple[Environment, ...]], str]] = {

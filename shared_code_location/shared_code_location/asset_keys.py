@@ -1,6 +1,6 @@
 """Every asset that crosses a code-location boundary: its key and its storage format, defined once.
 
-A producer declares `@dg.asset(key=X.key, metadata=X.metadata, ...)`; a consumer declares `X.spec()` in its
+A producer declares `@dg.asset(**X.produced(), ...)`; a consumer declares `X.spec()` in its
 `Definitions`. Both read the same object, so the key and the format can never drift apart.
 """
 
@@ -38,11 +38,20 @@ class ContractAsset:
         """Definition metadata that producer and consumer both attach, so the IO manager knows the format."""
         return {STORAGE_FORMAT_METADATA_KEY: self.storage_format.value}
 
+    def produced(self) -> dict[str, object]:
+        """The producer's `@dg.asset(**X.produced(), ...)` arguments: key, description and format metadata."""
+        return {"key": self.key, "description": self.description, "metadata": self.metadata}
+
     def spec(self) -> dg.AssetSpec:
         """How a downstream location declares this upstream asset: loaded through the shared IO manager."""
         return dg.AssetSpec(self.key, description=self.description, metadata=self.metadata).with_io_manager_key(
             IO_MANAGER_KEY
         )
+
+
+def inputs(**contracts: ContractAsset) -> dict[str, dg.AssetIn]:
+    """`ins=` for an asset that reads contract assets: `inputs(vocabulary=VOCABULARY, ...)`."""
+    return {name: dg.AssetIn(key=contract.key) for name, contract in contracts.items()}
 
 
 def _asset(prefix: str, name: str, storage_format: StorageFormat, description: str) -> ContractAsset:
