@@ -1,14 +1,23 @@
-"""Text generation from a release folder with ONNX Runtime and NumPy only: no torch in the serving process."""
+"""Text generation from a release folder with ONNX Runtime and NumPy only: no torch in the serving process.
+
+`DecodeBatch` is the one decoding loop. A single `generate` call runs it with one sequence; the server runs it with
+every request that is decoding at the same moment, so that they share one ONNX Runtime call per step (continuous
+batching: sequences join and leave between steps). A sequence's tokens do not depend on what else is in the batch:
+each row has its own positions, cache slots and random generator.
+"""
+
+from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from deploy_code_location.onnx_signature import INPUT_IDS, PAST_KEY_VALUES
+from deploy_code_location.onnx_signature import INPUT_IDS, INPUT_NAMES, PAST_KEY_VALUES, PAST_MASK, POSITION_IDS
 from shared_code_location.tokenizer import UNKNOWN_ID, CharTokenizer
 
 
@@ -30,8 +39,8 @@ class OnnxGenerator:
     """Loads `model.onnx`, `vocabulary.json` and `model_card.json` from a release folder and samples text.
 
     Decoding uses the model's key/value cache: the prompt is run once (prefill), then each new token costs one
-    single-position step. Positions are learned up to the block size, so when the cache holds a full block it
-    restarts from the most recent half block (one prefill per half block of tokens): the model always sees between
+    single-position step. Positions are learned up to the block size, so when a sequence's cache holds a full block
+    it restarts from its most recent half block (one prefill per half block of tokens): the model always sees between
     half a block and a full block of context, never more than it was trained on.
     """
 
@@ -47,9 +56,9 @@ class OnnxGenerator:
         self.block_size = int(config["block_size"])
         self.context_after_slide = max(1, self.block_size // 2)
         head_dim = int(config["n_embd"]) // int(config["n_head"])
-        self._empty_cache = np.zeros((int(config["n_layer"]), 2, 1, int(config["n_head"]), 0, head_dim), np.float32)
+        self.cache_row_shape = (int(config["n_layer"]), 2, 1, int(config["n_head"]), 0, head_dim)
         options = ort.SessionOptions()
-        # Batch-1 decoding of a small model is latency bound: one thread avoids cross-thread hand-offs per op.
+        # Small models decode latency bound: one thread avoids cross-thread hand-offs per op.
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -57,10 +66,10 @@ class OnnxGenerator:
             str(self.release_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
         )
         inputs = {node.name for node in self.session.get_inputs()}
-        if inputs != {INPUT_IDS, PAST_KEY_VALUES}:
+        if inputs != set(INPUT_NAMES):
             raise ValueError(
-                f"{self.release_dir / 'model.onnx'} takes inputs {sorted(inputs)}, not {INPUT_IDS} and "
-                f"{PAST_KEY_VALUES}: it predates the key/value-cache export. Publish a new release with "
+                f"{self.release_dir / 'model.onnx'} takes inputs {sorted(inputs)}, not {sorted(INPUT_NAMES)}: it "
+                "predates the batched key/value-cache export. Publish a new release with "
                 "`python scripts/cli.py run --from 4_deploy --force`."
             )
 
@@ -70,19 +79,41 @@ class OnnxGenerator:
         return self.card["version"]
 
     def prefill(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Logits of the token after `ids` (1-D, cropped to the block size) and the cache that holds them."""
+        """Logits of the token after `ids` (1-D, cropped to the block size) and the one-row cache that holds them."""
         context = np.ascontiguousarray(ids[-self.block_size :], dtype=np.int64)[None, :]
-        logits, cache = self.session.run(None, {INPUT_IDS: context, PAST_KEY_VALUES: self._empty_cache})
+        feeds = {
+            INPUT_IDS: context,
+            POSITION_IDS: np.arange(context.shape[1], dtype=np.int64)[None, :],
+            PAST_KEY_VALUES: np.zeros(self.cache_row_shape, np.float32),
+            PAST_MASK: np.zeros((1, 0), dtype=bool),
+        }
+        logits, cache = self.session.run(None, feeds)
         return logits[0, -1], cache
 
-    def step(self, token: int, cache: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Logits of the token after `token`, which follows the positions in `cache`; and the grown cache."""
-        logits, cache = self.session.run(None, {INPUT_IDS: np.array([[token]], np.int64), PAST_KEY_VALUES: cache})
-        return logits[0, -1], cache
+    def step(
+        self, tokens: np.ndarray, positions: np.ndarray, cache: np.ndarray, past_mask: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One new token per row (`tokens`, `positions`: 1-D, one per row) against the rows' cache; the next-token
+        logits of each row and the cache grown by one slot."""
+        feeds = {
+            INPUT_IDS: tokens.astype(np.int64)[:, None],
+            POSITION_IDS: positions.astype(np.int64)[:, None],
+            PAST_KEY_VALUES: cache,
+            PAST_MASK: past_mask,
+        }
+        logits, cache = self.session.run(None, feeds)
+        return logits[:, -1], cache
 
     def next_token_logits(self, ids: np.ndarray) -> np.ndarray:
         """Logits of the token after `ids` (1-D), the context cropped to the block size."""
         return self.prefill(ids)[0]
+
+    def encode_prompt(self, prompt: str) -> tuple[np.ndarray, int]:
+        """The prompt's ids and how many of its characters were outside the vocabulary (they become id 0)."""
+        if not prompt:
+            raise GenerationRequestError("prompt is empty: give at least one character")
+        ids = self.tokenizer.encode(prompt).astype(np.int64)
+        return ids, int(np.count_nonzero(ids == UNKNOWN_ID))
 
     def generate(
         self,
@@ -91,51 +122,174 @@ class OnnxGenerator:
         temperature: float = 0.8,
         top_k: int | None = None,
         seed: int | None = None,
+        top_p: float = 1.0,
     ) -> Generation:
-        """Sample a continuation of `prompt`. Characters outside the vocabulary become the unknown symbol (id 0)."""
-        if not prompt:
-            raise GenerationRequestError("prompt is empty: give at least one character")
-        if temperature <= 0:
-            raise GenerationRequestError("temperature must be > 0")
+        """Sample a continuation of `prompt` on its own. Characters outside the vocabulary become the unknown symbol.
+        `temperature` 0 is greedy."""
+        if temperature < 0 or not math.isfinite(temperature):
+            raise GenerationRequestError("temperature must be a finite number >= 0")
         if max_new_tokens < 1:
             raise GenerationRequestError("max_new_tokens must be at least 1")
+        ids, unknown = self.encode_prompt(prompt)
         rng = np.random.default_rng(seed)
-        ids = self.tokenizer.encode(prompt).astype(np.int64)
         start = time.perf_counter()
-        new_ids = self.decode(ids, max_new_tokens, lambda logits: sample_token(logits, temperature, top_k, rng))
+        new_ids = self.decode(ids, max_new_tokens, lambda logits: sample_token(logits, temperature, top_k, rng, top_p))
         seconds = time.perf_counter() - start
-        return Generation(
-            text=self.tokenizer.decode(new_ids),
-            tokens=len(new_ids),
-            seconds=seconds,
-            unknown_characters=int(np.count_nonzero(ids == UNKNOWN_ID)),
-        )
+        return Generation(self.tokenizer.decode(new_ids), len(new_ids), seconds, unknown)
 
     def decode(self, ids: np.ndarray, max_new_tokens: int, choose: Callable[[np.ndarray], int]) -> np.ndarray:
         """`max_new_tokens` ids after `ids` (1-D, not empty); `choose` picks each one from the next-token logits."""
-        buffer = np.empty(len(ids) + max_new_tokens, dtype=np.int64)
-        buffer[: len(ids)] = ids
-        length = len(ids)
-        logits, cache = self.prefill(buffer[:length])
-        while True:
-            buffer[length] = choose(logits)
-            length += 1
-            if length == len(buffer):
-                return buffer[len(ids) :]
-            if cache.shape[4] < self.block_size:
-                logits, cache = self.step(int(buffer[length - 1]), cache)
-            else:
-                logits, cache = self.prefill(buffer[length - self.context_after_slide : length])
+        sequence = Sequence(list(map(int, ids)), max_new_tokens, choose)
+        batch = DecodeBatch(self)
+        batch.add(sequence)
+        while batch.rows:
+            batch.advance()
+        return np.array(sequence.tokens[sequence.prompt_length :], dtype=np.int64)
 
 
-def sample_token(logits: np.ndarray, temperature: float, top_k: int | None, rng: np.random.Generator) -> int:
-    """One id from next-token logits, at `temperature`, among the `top_k` likeliest; never the unknown symbol."""
-    logits = logits.astype(np.float64) / temperature
-    logits[UNKNOWN_ID] = -np.inf  # the unknown symbol is an input placeholder, never an output
-    if top_k and top_k < logits.shape[0]:
-        kth = np.partition(logits, -top_k)[-top_k]
-        logits = np.where(logits < kth, -np.inf, logits)
-    probabilities = np.exp(logits - logits.max())
+@dataclass(eq=False)
+class Sequence:
+    """One sequence being decoded: its ids so far, how it picks the next one, and whom to tell.
+
+    `on_token(id)` is called with each new id and returns False to stop early (a stop string, a client that left);
+    `cancel()` stops it before its next step.
+    """
+
+    tokens: list[int]
+    max_new_tokens: int
+    choose: Callable[[np.ndarray], int]
+    on_token: Callable[[int], bool] = lambda _token: True
+    prompt_length: int = 0
+    logits: np.ndarray | None = None
+    real_slots: int = 0  # cached slots holding this sequence's tokens
+    done: bool = False
+    cancelled: bool = False
+    finish_reason: str = "length"
+    created: float = field(default_factory=time.perf_counter)
+
+    def __post_init__(self) -> None:
+        self.prompt_length = self.prompt_length or len(self.tokens)
+
+    @property
+    def generated(self) -> int:
+        """How many ids this sequence has generated."""
+        return len(self.tokens) - self.prompt_length
+
+    def cancel(self) -> None:
+        """Stop before the next step (the client went away)."""
+        self.cancelled = True
+
+
+class DecodeBatch:
+    """Sequences of one release decoding together: one cache tensor (n_layer, 2, rows, n_head, slots, head_dim) and
+    a mask of which slots hold a real token of each row. A row's real slots sit at the right end; shorter rows are
+    padded on the left, and slots no row uses any more are trimmed."""
+
+    def __init__(self, generator: OnnxGenerator):
+        self.generator = generator
+        self.rows: list[Sequence] = []
+        layers, two, _, heads, _, head_dim = generator.cache_row_shape
+        self.cache = np.zeros((layers, two, 0, heads, 0, head_dim), np.float32)
+        self.mask = np.zeros((0, 0), dtype=bool)
+
+    def add(self, sequence: Sequence) -> None:
+        """Prefill `sequence`'s prompt and let it join the batch before the next step."""
+        sequence.logits, row_cache = self.generator.prefill(np.asarray(sequence.tokens, np.int64))
+        sequence.real_slots = row_cache.shape[4]
+        self._append(sequence, row_cache)
+
+    def _append(self, sequence: Sequence, row_cache: np.ndarray) -> None:
+        width, length = self.cache.shape[4], row_cache.shape[4]
+        if length > width:  # widen every row on the left with masked slots
+            self.cache = _pad_slots(self.cache, length - width)
+            self.mask = np.pad(self.mask, [(0, 0), (length - width, 0)])
+            width = length
+        self.cache = np.concatenate([self.cache, _pad_slots(row_cache, width - length)], axis=2)
+        self.mask = np.concatenate([self.mask, (np.arange(width) >= width - length)[None, :]], axis=0)
+        self.rows.append(sequence)
+
+    def _replace_row(self, index: int, row_cache: np.ndarray) -> None:
+        width, length = self.cache.shape[4], row_cache.shape[4]
+        self.cache[:, :, index] = 0.0
+        self.cache[:, :, index, :, width - length :] = row_cache[:, :, 0]
+        self.mask[index] = np.arange(width) >= width - length
+
+    def _emit(self, sequence: Sequence) -> None:
+        token = sequence.choose(sequence.logits)
+        sequence.tokens.append(token)
+        if not sequence.on_token(token):
+            sequence.done, sequence.finish_reason = True, "stop"
+        elif sequence.generated >= sequence.max_new_tokens:
+            sequence.done, sequence.finish_reason = True, "length"
+
+    def advance(self) -> list[Sequence]:
+        """Each row picks its next id; finished rows leave; the rest run one step together. Returns the rows that
+        finished (or were cancelled) in this call."""
+        generator = self.generator
+        for index, sequence in enumerate(self.rows):
+            if sequence.cancelled:
+                sequence.done, sequence.finish_reason = True, "cancelled"
+                continue
+            self._emit(sequence)
+            while not sequence.done and sequence.real_slots >= generator.block_size:
+                # A full block: restart from the latest half block, which includes the id just picked.
+                recent = np.asarray(sequence.tokens[-generator.context_after_slide :], np.int64)
+                sequence.logits, row_cache = generator.prefill(recent)
+                sequence.real_slots = row_cache.shape[4]
+                self._replace_row(index, row_cache)
+                self._emit(sequence)
+        finished = [s for s in self.rows if s.done]
+        if finished:
+            keep = np.array([not s.done for s in self.rows])
+            self.rows = [s for s in self.rows if not s.done]
+            self.cache, self.mask = self.cache[:, :, keep], self.mask[keep]
+        if self.rows:
+            self._trim()
+            tokens = np.array([s.tokens[-1] for s in self.rows])
+            positions = np.array([s.real_slots for s in self.rows])
+            logits, self.cache = generator.step(tokens, positions, np.ascontiguousarray(self.cache), self.mask)
+            self.mask = np.concatenate([self.mask, np.ones((len(self.rows), 1), bool)], axis=1)
+            for sequence, row_logits in zip(self.rows, logits, strict=True):
+                sequence.logits = row_logits
+                sequence.real_slots += 1
+        return finished
+
+    def _trim(self) -> None:
+        used = self.mask.any(axis=0)
+        first = int(np.argmax(used)) if used.any() else self.mask.shape[1]
+        if first:
+            self.cache, self.mask = self.cache[:, :, :, :, first:], self.mask[:, first:]
+
+
+def _pad_slots(cache: np.ndarray, count: int) -> np.ndarray:
+    return np.pad(cache, [(0, 0)] * 4 + [(count, 0), (0, 0)]) if count else cache
+
+
+def sample_token(
+    logits: np.ndarray, temperature: float, top_k: int | None, rng: np.random.Generator, top_p: float = 1.0
+) -> int:
+    """One id from next-token logits, never the unknown symbol: greedy at temperature 0, else sampled at
+    `temperature` among the `top_k` likeliest and the smallest set whose probability reaches `top_p`.
+
+    Scores are shifted so that the best is 0 before dividing by the temperature: the best id always keeps weight 1,
+    so even a temperature such as 5e-324 gives the greedy choice instead of NaN probabilities.
+    """
+    scores = logits.astype(np.float64)
+    scores[UNKNOWN_ID] = -np.inf  # the unknown symbol is an input placeholder, never an output
+    if temperature == 0:
+        return int(np.argmax(scores))
+    if top_k and top_k < scores.shape[0]:
+        kth = np.partition(scores, -top_k)[-top_k]
+        scores = np.where(scores < kth, -np.inf, scores)
+    with np.errstate(over="ignore", under="ignore"):
+        probabilities = np.exp((scores - scores.max()) / temperature)
+    if top_p < 1.0:
+        order = np.argsort(-probabilities, kind="stable")
+        cumulative = np.cumsum(probabilities[order])
+        keep = order[: int(np.searchsorted(cumulative, top_p * cumulative[-1])) + 1]
+        kept = np.zeros_like(probabilities)
+        kept[keep] = probabilities[keep]
+        probabilities = kept
     # Inverse-CDF sampling: one uniform draw, several times cheaper than rng.choice(p=...).
     cumulative = np.cumsum(probabilities)
-    return min(int(np.searchsorted(cumulative, rng.random() * cumulative[-1])), len(cumulative) - 1)
+    return min(int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right")), len(cumulative) - 1)

@@ -45,7 +45,7 @@ _LINEAGE_KEYS = (
     ins={"trained_model": dg.AssetIn(key=TRAINED_MODEL.key)},
     metadata={"storage_format": StorageFormat.ONNX.value},
     io_manager_key=IO_MANAGER_KEY,
-    code_version="2",  # 2: key/value cache in the exported graph, opset 23
+    code_version="3",  # 2: key/value cache in the exported graph, opset 23; 3: positions and a cache mask per row
     automation_condition=ON_UPSTREAM_CHANGE,
 )
 def onnx_model(context: dg.AssetExecutionContext, trained_model: TensorBundle) -> bytes:

@@ -5,7 +5,13 @@ import pytest
 
 from conftest import TEXT, make_release, tiny_model
 from deploy_code_location.onnx_export import export_onnx, max_logit_difference
-from deploy_code_location.onnx_generator import GenerationRequestError, OnnxGenerator
+from deploy_code_location.onnx_generator import (
+    DecodeBatch,
+    GenerationRequestError,
+    OnnxGenerator,
+    Sequence,
+    sample_token,
+)
 from deploy_code_location.release_store import ReleaseNotFoundError, list_releases, resolve_release
 from shared_code_location.tokenizer import CharTokenizer
 
@@ -45,7 +51,7 @@ def test_generator_samples_reproducibly_and_crops_to_the_block(release_dir):
     greedy_like = generator.generate("ROMEO", max_new_tokens=5, temperature=1e-4, top_k=1, seed=0)
     ids = generator.tokenizer.encode("ROMEO").astype(np.int64)
     assert greedy_like.text[0] == generator.tokenizer.decode([int(np.argmax(generator.next_token_logits(ids)))])
-    for bad in ({"prompt": ""}, {"prompt": "a", "temperature": 0}, {"prompt": "a", "max_new_tokens": 0}):
+    for bad in ({"prompt": ""}, {"prompt": "a", "temperature": -1}, {"prompt": "a", "max_new_tokens": 0}):
         with pytest.raises(GenerationRequestError):
             generator.generate(**bad)
 
@@ -75,5 +81,46 @@ def test_a_release_without_the_cache_signature_is_a_clear_error(tmp_path):
     program.save(str(tmp_path / "model.onnx"))
     (tmp_path / "model_card.json").write_text(json.dumps({"version": "old", "model_config": model.config.to_json()}))
     (tmp_path / "vocabulary.json").write_text(json.dumps(CharTokenizer.fit(TEXT).to_json()))
-    with pytest.raises(ValueError, match=r"predates the key/value-cache export.*--from 4_deploy --force"):
+    with pytest.raises(ValueError, match=r"predates the batched key/value-cache export.*--from 4_deploy --force"):
         OnnxGenerator(tmp_path)
+
+
+def test_a_sequence_decodes_the_same_alone_and_in_a_batch_that_others_join_and_leave(release_dir):
+    """Continuous batching: rows of different lengths (one longer than the block, so it slides) join at different
+    steps and finish at different steps, and each row's ids equal decoding it alone with the same seed."""
+    generator = OnnxGenerator(resolve_release(release_dir))
+    prompts = ["ROMEO:\n", "But soft, what light through yonder window breaks?\n" * 2, "a", "window"]
+    budgets = [40, 25, 60, 10]
+
+    def sequence(index: int) -> Sequence:
+        rng = np.random.default_rng(index)
+        ids = generator.tokenizer.encode(prompts[index]).astype(np.int64)
+        return Sequence(list(map(int, ids)), budgets[index], lambda logits: sample_token(logits, 0.9, None, rng))
+
+    alone = []
+    for index in range(len(prompts)):
+        solo = sequence(index)
+        alone.append(generator.decode(np.array(solo.tokens), solo.max_new_tokens, solo.choose).tolist())
+    batch, together, joins = DecodeBatch(generator), {}, {0: [0, 1], 3: [2], 7: [3]}
+    rows, step, widest = {}, 0, 0
+    while step in joins or batch.rows or step < max(joins):
+        for index in joins.get(step, []):
+            rows[index] = sequence(index)
+            batch.add(rows[index])
+        if batch.rows:
+            batch.advance()
+            widest = max(widest, len(batch.rows))
+        step += 1
+    together = {index: s.tokens[s.prompt_length :] for index, s in rows.items()}
+    assert widest == 4
+    assert [together[index] for index in range(len(prompts))] == alone
+
+
+def test_sampling_handles_extreme_temperatures_and_nucleus():
+    rng = np.random.default_rng(0)
+    logits = np.array([5.0, 1.0, 3.0, 2.9, -1.0])
+    assert sample_token(logits, 0, None, rng) == 2  # greedy, never the unknown symbol (id 0)
+    assert {sample_token(logits, 5e-324, None, rng) for _ in range(20)} == {2}  # no NaN probabilities
+    assert {sample_token(logits, 1.0, None, rng, top_p=0.4) for _ in range(50)} == {2}  # p(2) = 0.49
+    assert {sample_token(logits, 1.0, None, rng, top_p=0.9) for _ in range(200)} == {2, 3}
+    assert {sample_token(logits, 100.0, 2, rng) for _ in range(200)} == {2, 3}

@@ -171,18 +171,35 @@ class DecoderTransformer(nn.Module):
         """A key/value cache holding no positions, for `forward_cached` to start from."""
         return self.wte.weight.new_zeros(self.cache_shape(batch, 0))
 
-    def forward_cached(self, idx: torch.Tensor, past: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (batch, time, vocab) of new tokens `idx` that follow the positions held in the key/value cache.
+    def forward_cached(
+        self,
+        idx: torch.Tensor,
+        past: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        past_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (batch, time, vocab) of new tokens `idx` that follow the keys and values held in the cache `past`
+        (n_layer, 2, batch, n_head, P, head_dim), P ≥ 0 (see `empty_cache`). Returns them and the cache grown to
+        P + time slots. With an empty cache this equals `forward`; decoding one token at a time then costs O(context)
+        instead of O(context²) per token.
 
-        `past` is (n_layer, 2, batch, n_head, P, head_dim), P ≥ 0 (see `empty_cache`); P + time ≤ block_size, since
-        positions are learned. Returns the logits and the cache grown to P + time positions. With an empty cache this
-        equals `forward`; decoding one token at a time then costs O(context) instead of O(context²) per token.
+        By default every cached slot is a real token and the new tokens sit at positions P, P + 1, ... . For a batch
+        of sequences at different lengths (continuous batching), give each token's `positions` (batch, time) and
+        `past_mask` (batch, P), true where a cached slot holds a real token of that row: a row then ignores its
+        padding. Positions are learned, so each must stay below block_size.
         """
-        time = idx.shape[1]
+        batch, time = idx.shape
         past_length = past.shape[4]
-        positions = torch.arange(time, device=idx.device) + past_length
-        # New position i sees every cached key and the new keys up to itself.
-        mask = torch.arange(past_length + time, device=idx.device)[None, :] <= positions[:, None]
+        new_slots = torch.arange(time, device=idx.device)
+        if positions is None:
+            positions = (new_slots + past_length)[None, :].expand(batch, time)
+        if past_mask is None:
+            past_mask = torch.ones((batch, past_length), dtype=torch.bool, device=idx.device)
+        # New token i sees the real cached keys of its row and the new keys up to itself.
+        causal = new_slots[None, :] <= new_slots[:, None]
+        mask = torch.cat(
+            [past_mask[:, None, :].expand(batch, time, past_length), causal[None].expand(batch, time, time)], dim=2
+        )[:, None]
         x = self.drop(self.wte(idx) + self.wpe(positions))
         presents = []
         for layer, block in enumerate(self.blocks):
