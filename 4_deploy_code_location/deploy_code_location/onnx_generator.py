@@ -12,7 +12,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -152,20 +152,21 @@ class Sequence:
     """One sequence being decoded: its ids so far, how it picks the next one, and whom to tell.
 
     `on_token(id)` is called with each new id and returns False to stop early (a stop string, a client that left);
-    `cancel()` stops it before its next step.
+    `on_finish(sequence)` once it is done, whatever the reason; `cancel()` stops it before its next step.
     """
 
     tokens: list[int]
     max_new_tokens: int
     choose: Callable[[np.ndarray], int]
     on_token: Callable[[int], bool] = lambda _token: True
+    on_finish: Callable[[Sequence], None] = lambda _sequence: None
     prompt_length: int = 0
     logits: np.ndarray | None = None
     real_slots: int = 0  # cached slots holding this sequence's tokens
     done: bool = False
     cancelled: bool = False
     finish_reason: str = "length"
-    created: float = field(default_factory=time.perf_counter)
+    error: str | None = None
 
     def __post_init__(self) -> None:
         self.prompt_length = self.prompt_length or len(self.tokens)
@@ -178,6 +179,11 @@ class Sequence:
     def cancel(self) -> None:
         """Stop before the next step (the client went away)."""
         self.cancelled = True
+
+    def fail(self, error: BaseException) -> None:
+        """End with `error` (decoding failed) and tell whoever waits."""
+        self.done, self.finish_reason, self.error = True, "error", f"{type(error).__name__}: {error}"
+        self.on_finish(self)
 
 
 class DecodeBatch:

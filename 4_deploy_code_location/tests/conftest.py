@@ -1,6 +1,8 @@
 import json
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -50,19 +52,47 @@ def release_dir(tmp_path_factory) -> Path:
     return output
 
 
-@pytest.fixture(scope="session")
-def server(release_dir):
-    """A real uvicorn server process on loopback, serving `release_dir`."""
+def start_server(output_dir: Path, *args: str) -> tuple[subprocess.Popen, str]:
+    """A real uvicorn server process on loopback serving `output_dir`, once it answers /health: (process, url)."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "deploy_code_location.serving", "--output-dir", str(release_dir), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    command = [sys.executable, "-m", "deploy_code_location.serving", "--output-dir", str(output_dir)]
+    process = subprocess.Popen([*command, "--port", str(port), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     if not wait_until(lambda: http_ok(url + "/health"), 60, alive=lambda: process.poll() is None):
         process.kill()
         raise RuntimeError(process.stdout.read().decode())
+    return process, url
+
+
+@pytest.fixture(scope="session")
+def server(release_dir):
+    """The server on `release_dir`, shared by the tests that need a plain one."""
+    process, url = start_server(release_dir)
     yield url
     process.terminate()
     process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def openapi(server) -> dict:
+    """The server's OpenAPI document."""
+    return call(server, "/openapi.json")[1]
+
+
+def call(url: str, path: str, body: bytes | None = None, headers: dict | None = None) -> tuple[int, dict | str]:
+    """One HTTP request: (status, JSON body or text)."""
+    request = urllib.request.Request(url + path, data=body, headers=headers or {"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            raw, status = response.read().decode(), response.status
+    except urllib.error.HTTPError as error:
+        raw, status = error.read().decode(), error.code
+    try:
+        return status, json.loads(raw)
+    except json.JSONDecodeError:
+        return status, raw
+
+
+def post(url: str, payload) -> tuple[int, dict]:
+    """POST `payload` as JSON to /generate."""
+    return call(url, "/generate", json.dumps(payload).encode())

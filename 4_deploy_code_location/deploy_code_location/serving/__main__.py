@@ -1,4 +1,7 @@
-"""`python -m deploy_code_location.serving`: serve a release over HTTP (loopback unless told otherwise)."""
+"""`python -m deploy_code_location.serving`: serve a release over HTTP (loopback unless told otherwise).
+
+SIGTERM or Ctrl-C stops accepting connections and lets the requests in flight finish (up to `--drain-seconds`).
+"""
 
 import argparse
 import logging
@@ -13,20 +16,38 @@ def main() -> None:
     parser.add_argument("--output-dir", default=settings.OUTPUT_DIR.get(), help=settings.OUTPUT_DIR.description)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--model-name", default=None, help="the model id under /v1 (default: char-transformer)")
+    parser.add_argument("--max-batch", type=int, default=64, help="sequences decoding together at most")
+    parser.add_argument("--max-queue", type=int, default=256, help="sequences waiting at most; more get 503")
+    parser.add_argument("--drain-seconds", type=float, default=30.0, help="how long shutdown waits for requests")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     import uvicorn
 
     from deploy_code_location.release_store import ReleaseNotFoundError
-    from deploy_code_location.serving.app import create_app
+    from deploy_code_location.serving.app import DEFAULT_MODEL_NAME, create_app
 
     try:
-        app = create_app(settings.resolve_project_path(args.output_dir), args.release)
+        app = create_app(
+            settings.resolve_project_path(args.output_dir),
+            args.release,
+            model_name=args.model_name or DEFAULT_MODEL_NAME,
+            max_batch=args.max_batch,
+            max_queue=args.max_queue,
+        )
     except ReleaseNotFoundError as error:
         raise SystemExit(f"error: {error}") from None
-    print(f"serving release {app.state.watcher.generator.version} on http://{args.host}:{args.port} (docs: /docs)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    version = app.state.watcher.version or "none yet (waiting for latest.json)"
+    print(f"serving release {version} on http://{args.host}:{args.port} (playground: /, docs: /docs)", flush=True)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=args.drain_seconds,
+    )
 
 
 if __name__ == "__main__":

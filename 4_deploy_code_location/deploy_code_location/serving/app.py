@@ -1,104 +1,312 @@
-"""The FastAPI application: POST /generate, GET /health, GET /metrics (Prometheus), /docs (OpenAPI)."""
+"""The FastAPI application.
 
+- `POST /v1/completions`, `GET /v1/models`: OpenAI's completions API (streaming with server-sent events), so that the
+  `openai` client and the tools built on it work unchanged.
+- `POST /generate`: the server's own shape.
+- `GET /`: a playground page; `GET /health` (live), `GET /ready` (a model is loaded); `GET /metrics` (Prometheus);
+  `GET /docs` (Swagger UI, served from the package: it works offline).
+
+Every request decodes in one shared `Batcher`, so concurrent requests share each ONNX Runtime step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
 import time
+import uuid
+from collections.abc import AsyncIterator
+from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi_offline import FastAPIOffline
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from deploy_code_location.onnx_generator import GenerationRequestError
+from deploy_code_location.onnx_generator import sample_token
+from deploy_code_location.release_store import ReleaseNotFoundError
+from deploy_code_location.serving.api_models import (
+    Completion,
+    CompletionChoice,
+    CompletionRequest,
+    ErrorResponse,
+    GenerateRequest,
+    GenerateResponse,
+    ModelCard,
+    ModelList,
+    OpenAIError,
+    Usage,
+)
+from deploy_code_location.serving.batcher import Batcher, QueueFullError
+from deploy_code_location.serving.body_limit import MAX_BODY_BYTES, BodySizeLimit
 from deploy_code_location.serving.release_watcher import ReleaseWatcher
+from deploy_code_location.serving.streams import TokenStream
 
-MAX_NEW_TOKENS = 1000
-MAX_PROMPT_CHARACTERS = 4000
-MAX_BODY_BYTES = 64 * 1024
-
-
-class GenerateRequest(BaseModel):
-    """A generation request. Characters outside the model's vocabulary follow `unknown_characters`: `replace`
-    (the default) maps each to the unknown symbol U+FFFD, which the model has never seen; `reject` answers 422."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARACTERS, examples=["ROMEO:\n"])
-    max_new_tokens: int = Field(default=100, ge=1, le=MAX_NEW_TOKENS)
-    temperature: float = Field(default=0.8, gt=0.0, le=10.0)
-    top_k: int | None = Field(default=None, ge=1)
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
-    unknown_characters: Literal["replace", "reject"] = "replace"
+DEFAULT_MODEL_NAME = "char-transformer"
+_ERRORS = {status: {"model": ErrorResponse} for status in (400, 413, 422, 500, 503)}
+_OPENAI_ERRORS = {status: {"model": OpenAIError} for status in (400, 404, 413, 500, 503)}
+_OPENAI_TYPES = {400: "invalid_request_error", 404: "invalid_request_error", 413: "invalid_request_error"}
 
 
-class GenerateResponse(BaseModel):
-    """Generated text and how long it took."""
+class ApiError(Exception):
+    """An error response: status, message, and for OpenAI's shape the parameter and code."""
 
-    text: str
-    generated_tokens: int
-    latency_ms: float
-    ms_per_token: float
-    unknown_characters: int
-    release: str
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
 
 
-def create_app(output_dir: Path, release: str | None = None) -> FastAPI:
+def _json_safe(value: Any) -> Any:
+    """`value` with non-finite floats as strings and lone surrogates escaped: what JSON can carry."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return str(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value if value is None or isinstance(value, bool | int | float) else str(value)
+
+
+def _error_response(request: Request, status: int, items: list[dict], param: str | None = None, code=None):
+    if request.url.path.startswith("/v1/"):
+        message = "; ".join(f"{'.'.join(map(str, i['loc'][1:])) or 'body'}: {i['msg']}" for i in items)
+        body = {"error": {"message": message, "type": _OPENAI_TYPES.get(status, "server_error"), "param": param}}
+        body["error"]["code"] = code
+        return JSONResponse(_json_safe(body), status_code=status)
+    return JSONResponse({"detail": _json_safe(items)}, status_code=status)
+
+
+def create_app(
+    output_dir: Path,
+    release: str | None = None,
+    model_name: str = DEFAULT_MODEL_NAME,
+    max_batch: int = 64,
+    max_queue: int = 256,
+) -> FastAPI:
     """The app serving `release` (a version or folder) from `output_dir`, or following its latest good release."""
     watcher = ReleaseWatcher(output_dir, release)
     registry = CollectorRegistry()
-    requests = Counter("generate_requests", "Requests to /generate by status code", ["status"], registry=registry)
+    requests = Counter("http_requests", "Requests by path and status code", ["path", "status"], registry=registry)
+    generate_requests = Counter("generate_requests", "Requests to /generate by status", ["status"], registry=registry)
     latency = Histogram(
         "generate_latency_seconds",
-        "Latency of successful /generate requests",
+        "Latency of successful generation requests, first byte to last token",
         registry=registry,
-        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    )
+    first_token = Histogram(
+        "time_to_first_token_seconds",
+        "From a request's arrival in the queue to its first token",
+        registry=registry,
+        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    )
+    batch_size = Histogram(
+        "decode_batch_size",
+        "Sequences sharing one decoding step",
+        registry=registry,
+        buckets=(1, 2, 4, 8, 16, 32, 64, 128),
     )
     tokens = Counter("generated_tokens", "Tokens generated", registry=registry)
+    batcher = Batcher(max_batch=max_batch, max_queue=max_queue, on_step=batch_size.observe)
+    Gauge("queue_depth", "Sequences waiting to decode", registry=registry).set_function(lambda: batcher.stats.queued)
+    Gauge("active_sequences", "Sequences decoding", registry=registry).set_function(lambda: batcher.stats.active)
 
-    app = FastAPI(
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        batcher.stop()  # uvicorn has drained the requests in flight by now
+
+    app = FastAPIOffline(
+        lifespan=lifespan,
         title="Character-level transformer",
-        description="Text generation with the latest good release, on ONNX Runtime.",
-        version="1.0",
-        max_body_size=MAX_BODY_BYTES,  # 413 for larger bodies, declared or chunked
+        description="Text generation with the latest good release, on ONNX Runtime; OpenAI-compatible under /v1.",
+        version="2.0",
     )
-    app.state.watcher = watcher
+    app.state.watcher, app.state.batcher = watcher, batcher
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
 
     @app.middleware("http")
-    async def count_generate_requests(request: Request, call_next):
-        response = await call_next(request)
+    async def count_requests(request: Request, call_next):
+        try:
+            response = await call_next(request)
+        except Exception:  # counted, then answered in the documented shape instead of a bare 500
+            response = _error_response(request, 500, [{"type": "internal", "loc": [], "msg": "internal error"}])
+        requests.labels(path=request.url.path, status=str(response.status_code)).inc()
         if request.url.path == "/generate":
-            requests.labels(status=str(response.status_code)).inc()
+            generate_requests.labels(status=str(response.status_code)).inc()
         return response
 
-    @app.post("/generate", response_model=GenerateResponse)
-    def generate(body: GenerateRequest) -> GenerateResponse:
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        items = [
+            {"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"], "input": e.get("input")} for e in error.errors()
+        ]
+        if request.url.path.startswith("/v1/"):
+            first = items[0]["loc"][1:] if items and len(items[0]["loc"]) > 1 else []
+            param = str(first[0]) if first else None
+            code = "unrecognized_parameter" if items and items[0]["type"] == "extra_forbidden" else "invalid_value"
+            return _error_response(request, 400, items, param=param, code=code)
+        return _error_response(request, 422, items)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        # Starlette's own: 400 for a body that is not UTF-8, 404, 405.
+        return _error_response(request, error.status_code, [{"type": "http_error", "loc": [], "msg": error.detail}])
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError) -> JSONResponse:
+        loc = ["body", error.param] if error.param else []
+        items = [{"type": error.code or "error", "loc": loc, "msg": error.message}]
+        return _error_response(request, error.status, items, param=error.param, code=error.code)
+
+    def generator_or_503():
+        try:
+            return watcher.current()
+        except ReleaseNotFoundError as error:
+            raise ApiError(503, str(error), code="not_ready") from error
+
+    def start(stream: TokenStream) -> TokenStream:
+        try:
+            return stream.start()
+        except QueueFullError as error:
+            raise ApiError(503, f"server overloaded: {error}", code="overloaded") from error
+
+    @app.post("/generate", response_model=GenerateResponse, responses=_ERRORS)
+    async def generate(body: GenerateRequest) -> GenerateResponse:
         """Sample up to `max_new_tokens` characters after `prompt` (context cropped to the model's block size)."""
-        generator = watcher.current()
+        generator = generator_or_503()
         if body.unknown_characters == "reject":
             missing = sorted({ch for ch in body.prompt if ch not in generator.tokenizer.symbols[1:]})
             if missing:
-                raise HTTPException(422, f"prompt has characters outside the vocabulary: {''.join(missing)!r}")
-        start = time.perf_counter()
-        try:
-            result = generator.generate(body.prompt, body.max_new_tokens, body.temperature, body.top_k, body.seed)
-        except GenerationRequestError as error:
-            raise HTTPException(422, str(error)) from error
-        seconds = time.perf_counter() - start
+                message = f"prompt has characters outside the vocabulary: {''.join(missing)!r}"
+                raise ApiError(422, message, param="prompt", code="value_error")
+        ids, unknown = generator.encode_prompt(body.prompt)
+        rng = np.random.default_rng(body.seed)
+        temperature, top_k = body.temperature, body.top_k
+        stream = start(
+            TokenStream(
+                batcher, generator, ids, body.max_new_tokens, lambda x: sample_token(x, temperature, top_k, rng)
+            )
+        )
+        started = time.perf_counter()
+        text = await stream.text()
+        seconds = time.perf_counter() - started
         latency.observe(seconds)
-        tokens.inc(result.tokens)
+        tokens.inc(stream.completion_tokens)
+        first_token.observe(stream.first_token_seconds or seconds)
         return GenerateResponse(
-            text=result.text,
-            generated_tokens=result.tokens,
+            text=text,
+            generated_tokens=stream.completion_tokens,
             latency_ms=1000 * seconds,
-            ms_per_token=1000 * result.seconds / result.tokens,
-            unknown_characters=result.unknown_characters,
+            ms_per_token=1000 * seconds / max(1, stream.completion_tokens),
+            unknown_characters=unknown,
             release=generator.version,
         )
 
+    def model_card() -> ModelCard:
+        generator = generator_or_503()
+        created = int(generator.release_dir.stat().st_mtime)
+        return ModelCard(id=model_name, created=created, owned_by="dagster-ml-pipeline", release=generator.version)
+
+    @app.get("/v1/models", response_model=ModelList, responses=_OPENAI_ERRORS)
+    def list_models() -> ModelList:
+        """The one model served (its id stays the same across releases; `release` says which one)."""
+        return ModelList(data=[model_card()])
+
+    @app.post(
+        "/v1/completions",
+        response_model=Completion,
+        responses=_OPENAI_ERRORS
+        | {200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": "See below."}},
+    )
+    async def completions(body: CompletionRequest, request: Request):
+        """OpenAI's completions. With `stream: true`, server-sent events: one `Completion` chunk per token (each
+        choice holds its new text), then one with `finish_reason`, then `data: [DONE]`."""
+        if parameter := body.unsupported():
+            message = f"{parameter} is not supported by this server; leave it out"
+            raise ApiError(400, message, param=parameter, code="unsupported_parameter")
+        generator = generator_or_503()
+        if body.model not in (model_name, generator.version):
+            raise ApiError(404, f"model {body.model!r} does not exist; this server has {model_name!r}", "model",
+                           "model_not_found")  # fmt: skip
+        n, stops = body.n or 1, body.stops
+        temperature = 1.0 if body.temperature is None else body.temperature
+        top_p = 1.0 if body.top_p is None else body.top_p
+        streams, prompt_tokens = [], 0
+        for prompt in body.prompts:
+            ids, _ = generator.encode_prompt(prompt)
+            prompt_tokens += len(ids)
+            for choice in range(n):
+                rng = np.random.default_rng(None if body.seed is None else body.seed + choice)
+                choose = lambda x, rng=rng: sample_token(x, temperature, None, rng, top_p)  # noqa: E731
+                streams.append(TokenStream(batcher, generator, ids, body.max_tokens or 16, choose, stops))
+        for stream in streams:
+            start(stream)
+        header = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model_name}
+        header["system_fingerprint"] = generator.version
+
+        def usage() -> Usage:
+            completion = sum(s.completion_tokens for s in streams)
+            return Usage(
+                prompt_tokens=prompt_tokens, completion_tokens=completion, total_tokens=prompt_tokens + completion
+            )
+
+        def finished(stream: TokenStream) -> None:
+            tokens.inc(stream.completion_tokens)
+            if stream.first_token_seconds is not None:
+                first_token.observe(stream.first_token_seconds)
+
+        if not body.stream:
+            started = time.perf_counter()
+            texts = [await stream.text() for stream in streams]
+            latency.observe(time.perf_counter() - started)
+            for stream in streams:
+                finished(stream)
+            choices = [
+                CompletionChoice(text=text, index=i, finish_reason=_finish(stream))
+                for i, (text, stream) in enumerate(zip(texts, streams, strict=True))
+            ]
+            return Completion(**header, choices=choices, usage=usage())
+
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+        async def events() -> AsyncIterator[str]:
+            started = time.perf_counter()
+            try:
+                for index, stream in enumerate(streams):
+                    async for piece in stream:
+                        choice = CompletionChoice(text=piece, index=index, finish_reason=None)
+                        yield _event(Completion(**header, choices=[choice]))
+                    finished(stream)
+                    last = CompletionChoice(text="", index=index, finish_reason=_finish(stream))
+                    yield _event(Completion(**header, choices=[last]))
+                if include_usage:
+                    yield _event(Completion(**header, choices=[], usage=usage()))
+                latency.observe(time.perf_counter() - started)
+                yield "data: [DONE]\n\n"
+            finally:
+                for stream in streams:  # a client that left frees every slot it held
+                    if not stream.sequence.done:
+                        stream.sequence.cancel()
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"cache-control": "no-cache"})
+
     @app.get("/health")
     def health() -> dict:
-        """The release being served; `ready` is true once a model is loaded."""
-        generator = watcher.current()
+        """Liveness: the process answers. (Readiness is `/ready`.)"""
+        return {"status": "ok", "release": watcher.version}
+
+    @app.get("/ready", responses={503: {"model": ErrorResponse}})
+    def ready() -> dict:
+        """Ready when a model is loaded: the release, its sha256 and shape; 503 before the first release."""
+        generator = generator_or_503()
         return {
             "ready": True,
             "release": generator.version,
@@ -109,7 +317,21 @@ def create_app(output_dir: Path, release: str | None = None) -> FastAPI:
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:
-        """Request counts, latency histogram and generated tokens in Prometheus text format."""
+        """Requests by path and status, latency, time to first token, batch sizes, queue depth, tokens."""
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    playground = resources.files("deploy_code_location.serving").joinpath("playground.html").read_text()
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> HTMLResponse:
+        return HTMLResponse(playground.replace("{{MODEL}}", json.dumps(model_name)))
+
     return app
+
+
+def _finish(stream: TokenStream) -> str:
+    return "stop" if stream.finish_reason == "stop" else "length"
+
+
+def _event(chunk: Completion) -> str:
+    return f"data: {chunk.model_dump_json()}\n\n"

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from deploy_code_location.onnx_generator import OnnxGenerator
-from deploy_code_location.release_store import LATEST_POINTER, resolve_release
+from deploy_code_location.release_store import LATEST_POINTER, ReleaseNotFoundError, resolve_release
 
 logger = logging.getLogger(__name__)
 
@@ -16,7 +16,8 @@ class ReleaseWatcher:
     """Serves a fixed release, or follows `latest.json` when none is named.
 
     A new release is loaded completely before it replaces the old one; requests in flight keep the generator they
-    started with, so a swap never fails a request.
+    started with, so a swap never fails a request. Following `latest.json` before there is any release is allowed:
+    the server is live but not ready until the first release appears.
     """
 
     def __init__(self, output_dir: Path, release: str | None = None, poll_seconds: float = 1.0):
@@ -26,8 +27,14 @@ class ReleaseWatcher:
         self._lock = threading.Lock()
         self._last_poll = 0.0
         self._pointer_state: tuple[float, str] | None = None
-        self.generator = OnnxGenerator(resolve_release(output_dir, release))
-        self._pointer_state = self._read_pointer_state()
+        self.generator: OnnxGenerator | None = None
+        try:
+            self.generator = OnnxGenerator(resolve_release(output_dir, release))
+            self._pointer_state = self._read_pointer_state()
+        except ReleaseNotFoundError:
+            if not self.follow_latest:
+                raise
+            logger.warning("no release in %s yet: not ready until latest.json points to one", output_dir)
 
     def _read_pointer_state(self) -> tuple[float, str] | None:
         pointer = self.output_dir / LATEST_POINTER
@@ -37,9 +44,12 @@ class ReleaseWatcher:
             return None
 
     def current(self) -> OnnxGenerator:
-        """The generator to use for one request (checks for a new release at most once per `poll_seconds`)."""
+        """The generator to use for one request (checks for a new release at most once per `poll_seconds`);
+        `ReleaseNotFoundError` while there is none."""
         if self.follow_latest and time.monotonic() - self._last_poll >= self.poll_seconds:
             self.refresh()
+        if self.generator is None:
+            raise ReleaseNotFoundError(f"no release in {self.output_dir} yet: run the pipeline to publish one")
         return self.generator
 
     def refresh(self) -> bool:
@@ -52,7 +62,7 @@ class ReleaseWatcher:
             if state is None or state == self._pointer_state:
                 return False
             folder = self.output_dir / json.loads(state[1])["path"]
-            if folder.resolve() == self.generator.release_dir.resolve():
+            if self.generator is not None and folder.resolve() == self.generator.release_dir.resolve():
                 self._pointer_state = state
                 return False
             new_generator = OnnxGenerator(folder)
@@ -60,7 +70,12 @@ class ReleaseWatcher:
             logger.info("now serving release %s", new_generator.version)
             return True
         except Exception:  # a half-written or broken release must not take the server down
-            logger.exception("could not load the new release; still serving %s", self.generator.version)
+            logger.exception("could not load the new release; still serving %s", self.version)
             return False
         finally:
             self._lock.release()
+
+    @property
+    def version(self) -> str | None:
+        """The release being served, None before the first."""
+        return self.generator.version if self.generator is not None else None
