@@ -1,0 +1,64 @@
+"""The playground page in a real browser (Debian's Chromium driven by Playwright): type a prompt, press Generate, and
+watch the text stream in. The screenshot is saved under the test's temporary folder (printed with -s)."""
+
+import os
+import shutil
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
+        pytest.skip("no Chromium here: `apt-get install chromium` to run the browser tests")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"]
+        )
+        yield browser
+        browser.close()
+
+
+def test_prompt_generate_and_see_the_text_stream_in(browser, server, tmp_path):
+    page = browser.new_page()
+    requests_outside = []
+    page.on("request", lambda r: None if r.url.startswith(server) else requests_outside.append(r.url))
+    page.goto(server + "/")
+    page.wait_for_function("document.getElementById('release').textContent.includes('release 2026')")
+    page.fill("#prompt", "ROMEO:\n")
+    page.fill("#temperature", "0.8")
+    page.fill("#max_tokens", "300")
+    # Count how the completion grows: streamed text shows up in several steps, not at once at the end.
+    page.evaluate(
+        """() => { window.growth = []; new MutationObserver(() => window.growth.push(
+               document.getElementById('completion').textContent.length))
+             .observe(document.getElementById('output'), {subtree: true, childList: true, characterData: true}); }"""
+    )
+    page.click("#generate")
+    page.wait_for_function("document.getElementById('status').textContent.includes('tokens in')", timeout=30000)
+    completion = page.text_content("#completion")
+    growth = page.evaluate("window.growth")
+    screenshot = tmp_path / "playground.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    print(f"screenshot: {screenshot}")
+    assert len(completion) == 300
+    assert len({n for n in growth if 0 < n < 300}) >= 10, growth[:50]  # it arrived piece by piece
+    assert "300 tokens" in page.text_content("#status")
+    assert requests_outside == []
+
+
+def test_the_docs_page_renders_offline(browser, server):
+    page = browser.new_page()
+    requests_outside = []
+    page.on("request", lambda r: None if r.url.startswith(server) else requests_outside.append(r.url))
+    page.goto(server + "/docs")
+    page.wait_for_selector(".swagger-ui .info .title", timeout=20000)
+    assert "Character-level transformer" in page.text_content(".swagger-ui .info .title")
+    assert page.locator(".opblock-summary-path", has_text="/v1/completions").count() >= 1
+    assert requests_outside == []
