@@ -45,7 +45,7 @@ from deploy_code_location.serving.api_models import (
 from deploy_code_location.serving.batcher import Batcher, QueueFullError
 from deploy_code_location.serving.body_limit import MAX_BODY_BYTES, BodySizeLimit
 from deploy_code_location.serving.release_watcher import ReleaseWatcher
-from deploy_code_location.serving.streams import TokenStream
+from deploy_code_location.serving.streams import LoopWaker, TokenStream
 
 DEFAULT_MODEL_NAME = "char-transformer"
 _ERRORS = {status: {"model": ErrorResponse} for status in (400, 413, 422, 500, 503)}
@@ -114,7 +114,8 @@ def create_app(
         buckets=(1, 2, 4, 8, 16, 32, 64, 128),
     )
     tokens = Counter("generated_tokens", "Tokens generated", registry=registry)
-    batcher = Batcher(max_batch=max_batch, max_queue=max_queue, on_step=batch_size.observe)
+    waker = LoopWaker()
+    batcher = Batcher(max_batch=max_batch, max_queue=max_queue, on_step=batch_size.observe, after_step=waker.wake)
     Gauge("queue_depth", "Sequences waiting to decode", registry=registry).set_function(lambda: batcher.stats.queued)
     Gauge("active_sequences", "Sequences decoding", registry=registry).set_function(lambda: batcher.stats.active)
 
@@ -190,11 +191,8 @@ def create_app(
         ids, unknown = generator.encode_prompt(body.prompt)
         rng = np.random.default_rng(body.seed)
         temperature, top_k = body.temperature, body.top_k
-        stream = start(
-            TokenStream(
-                batcher, generator, ids, body.max_new_tokens, lambda x: sample_token(x, temperature, top_k, rng)
-            )
-        )
+        choose = lambda x: sample_token(x, temperature, top_k, rng)  # noqa: E731
+        stream = start(TokenStream(batcher, generator, ids, body.max_new_tokens, choose, waker, streaming=False))
         started = time.perf_counter()
         text = await stream.text()
         seconds = time.perf_counter() - started
@@ -246,7 +244,9 @@ def create_app(
             for choice in range(n):
                 rng = np.random.default_rng(None if body.seed is None else body.seed + choice)
                 choose = lambda x, rng=rng: sample_token(x, temperature, None, rng, top_p)  # noqa: E731
-                streams.append(TokenStream(batcher, generator, ids, body.max_tokens or 16, choose, stops))
+                streams.append(
+                    TokenStream(batcher, generator, ids, body.max_tokens or 16, choose, waker, stops, bool(body.stream))
+                )
         for stream in streams:
             start(stream)
         header = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model_name}

@@ -39,8 +39,10 @@ class Batcher:
         max_batch: int = 64,
         max_queue: int = 256,
         on_step: Callable[[int], None] = lambda _size: None,
+        after_step: Callable[[], None] = lambda: None,
     ):
-        self.max_batch, self.max_queue, self.on_step = max_batch, max_queue, on_step
+        self.max_batch, self.max_queue = max_batch, max_queue
+        self.on_step, self.after_step = on_step, after_step
         self._condition = threading.Condition()
         self._waiting: deque[tuple[OnnxGenerator, Sequence]] = deque()
         self._batches: dict[int, DecodeBatch] = {}  # one per release being decoded (a swap leaves the old to finish)
@@ -92,6 +94,7 @@ class Batcher:
                 except Exception as error:  # a broken release must fail its requests, not the thread
                     logger.exception("prefill failed")
                     sequence.fail(error)
+                    self.after_step()
             for key, batch in list(self._batches.items()):
                 if not batch.rows:
                     with self._condition:
@@ -111,4 +114,5 @@ class Batcher:
                 self.on_step(size)
                 for sequence in finished:
                     sequence.on_finish(sequence)
+                self.after_step()
                 logger.debug("step of %d rows in %.2f ms", size, 1000 * (time.perf_counter() - started))

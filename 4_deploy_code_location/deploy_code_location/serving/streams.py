@@ -4,7 +4,9 @@ stop strings held back until they cannot be the start of one, and cancellation w
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 
 import numpy as np
@@ -13,6 +15,41 @@ from deploy_code_location.onnx_generator import OnnxGenerator, Sequence
 from deploy_code_location.serving.batcher import Batcher
 
 _END = object()
+
+
+class LoopWaker:
+    """Hands the text of every stream that got some during a decoding step to the event loop in one wake-up per
+    step, instead of one per token and stream: each wake-up is a thread switch, which at one request costs more than
+    the step itself."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._ready: dict[int, TokenStream] = {}
+
+    def mark(self, stream: TokenStream) -> None:
+        """`stream` has new text or has ended (called on the batcher's thread)."""
+        with self._lock:
+            self._ready[id(stream)] = stream
+
+    def wake(self) -> None:
+        """Deliver what the marked streams have (called by the batcher after each step)."""
+        with self._lock:
+            streams, self._ready = list(self._ready.values()), {}
+        by_loop: dict[int, list[TokenStream]] = {}
+        for stream in streams:
+            by_loop.setdefault(id(stream.loop), []).append(stream)
+        for group in by_loop.values():
+            try:
+                group[0].loop.call_soon_threadsafe(_deliver, group)
+            except RuntimeError:  # the event loop is gone (shutdown): nobody is listening any more
+                for stream in group:
+                    stream.sequence.cancel()
+
+
+def _deliver(streams: list[TokenStream]) -> None:
+    for stream in streams:
+        while stream.pieces:
+            stream.queue.put_nowait(stream.pieces.popleft())
 
 
 class StopMatcher:
@@ -42,7 +79,8 @@ class StopMatcher:
 
 
 class TokenStream:
-    """Decodes one sequence in `batcher` and yields its text as it is made (async iteration).
+    """Decodes one sequence in `batcher` and yields its text as it is made (async iteration; with `streaming`
+    False, all at the end).
 
     `finish_reason` is "stop" (a stop string), "length" (max tokens) or "error"; `completion_tokens` counts every
     id generated; `first_token_seconds` is the time from submission to the first id.
@@ -55,10 +93,14 @@ class TokenStream:
         prompt_ids: np.ndarray,
         max_new_tokens: int,
         choose: Callable[[np.ndarray], int],
+        waker: LoopWaker,
         stops: list[str] | None = None,
+        streaming: bool = True,
     ):
-        self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue = asyncio.Queue()
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.pieces: deque = deque()  # filled on the batcher's thread, moved to `queue` on the loop's
+        self._waker, self._streaming = waker, streaming
         self._matcher = StopMatcher(stops or [])
         self._decode = generator.tokenizer.decode
         self._batcher, self._generator = batcher, generator
@@ -74,10 +116,9 @@ class TokenStream:
         return self
 
     def _put(self, item: object) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
-        except RuntimeError:  # the event loop is gone (shutdown): nobody is listening any more
-            self.sequence.cancel()
+        self.pieces.append(item)
+        if self._streaming or item is _END:  # a whole answer needs waking only once, at its end
+            self._waker.mark(self)
 
     def _on_token(self, token: int) -> bool:  # on the batcher's thread
         if self.first_token_seconds is None:
@@ -104,7 +145,7 @@ class TokenStream:
 
     async def __aiter__(self) -> AsyncIterator[str]:
         try:
-            while (item := await self._queue.get()) is not _END:
+            while (item := await self.queue.get()) is not _END:
                 yield item
         finally:
             if not self.sequence.done:  # the client went away mid-stream: free the slot at the next step
