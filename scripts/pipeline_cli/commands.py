@@ -156,7 +156,8 @@ def run_command(
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default).")
 @click.option("--port", default=8000, show_default=True)
 def serve(release: str | None, host: str, port: int) -> None:
-    """Serve the released model over HTTP with ONNX Runtime (POST /generate, GET /health, /metrics, /docs).
+    """Serve the released model over HTTP with ONNX Runtime: OpenAI's /v1/completions (streaming), /generate, a
+    playground at /, /health, /ready, /metrics, /docs.
 
     Runs `python -m <package>.serving` of the location that has a `serving` package, in its venv.
     """
