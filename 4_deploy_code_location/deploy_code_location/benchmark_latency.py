@@ -11,6 +11,8 @@ import json
 import sys
 import time
 
+import numpy as np
+
 
 def ort_ms_per_token(release: str, tokens: int, prompt: str) -> dict:
     from deploy_code_location.onnx_generator import OnnxGenerator
@@ -21,10 +23,11 @@ def ort_ms_per_token(release: str, tokens: int, prompt: str) -> dict:
     # One decode step and one prefill at the block size, alone: what a token costs with a short and a full context.
     ids = generator.tokenizer.encode(prompt * generator.block_size)[: generator.block_size]
     _, cache = generator.prefill(ids[:-1])
+    token, position, mask = np.array([ids[-1]]), np.array([len(ids) - 1]), np.ones((1, len(ids) - 1), bool)
     return {
         "runtime": "onnxruntime",
         "ms_per_token": 1000 * result.seconds / tokens,
-        "ms_per_decode_step_at_full_context": _ms(lambda: generator.step(int(ids[-1]), cache)),
+        "ms_per_decode_step_at_full_context": _ms(lambda: generator.step(token, position, cache, mask)),
         "ms_per_prefill_of_a_full_block": _ms(lambda: generator.prefill(ids)),
         "torch_loaded": "torch" in sys.modules,
     }

@@ -124,3 +124,10 @@ def test_sampling_handles_extreme_temperatures_and_nucleus():
     assert {sample_token(logits, 1.0, None, rng, top_p=0.4) for _ in range(50)} == {2}  # p(2) = 0.49
     assert {sample_token(logits, 1.0, None, rng, top_p=0.9) for _ in range(200)} == {2, 3}
     assert {sample_token(logits, 100.0, 2, rng) for _ in range(200)} == {2, 3}
+
+
+def test_the_latency_benchmark_runs_on_a_release(release_dir):
+    from deploy_code_location.benchmark_latency import ort_ms_per_token
+
+    figures = ort_ms_per_token(str(resolve_release(release_dir)), 20, "ROMEO:\n")
+    assert figures["ms_per_token"] > 0 and figures["ms_per_decode_step_at_full_context"] > 0
