@@ -82,6 +82,12 @@ def lock_environment(env: Environment, upgrade: bool = False) -> None:
     )  # relative paths: the lock's header names no local folder
     text = _public_versions(env.lock.read_text())
     env.lock.write_text(re.sub(r"^-e .*\n|^\S+ @ file://.*\n", "", text, flags=re.MULTILINE))
+    # Extra images of a location (e.g. serving) have their own requirements-<image>.in.
+    for source in sorted(env.path.glob("requirements-*.in")):
+        target = source.with_suffix(".lock")
+        uv("pip", "compile", *pip_index_flags(), "--python-version", "3.11", str(source.relative_to(ROOT)),
+           "-o", str(target.relative_to(ROOT)))  # fmt: skip
+        target.write_text(_public_versions(target.read_text()))
 
 
 def lock_root(upgrade: bool = False) -> None:

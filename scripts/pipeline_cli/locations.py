@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import keyword
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import tomllib
@@ -34,6 +34,7 @@ class Environment:
     folder: str  # e.g. 2_model_code_location
     package: str | None  # the importable package; None for the shared package
     module: str | None = None  # the module holding `defs`
+    deploy: dict = field(default_factory=dict, compare=False)  # [tool.ml_pipeline.deploy]: e.g. gpu = true
 
     @property
     def path(self) -> Path:
@@ -111,13 +112,15 @@ def read_location(folder: str, root: Path = ROOT) -> Environment:
     """The location in `folder`, from its pyproject.toml's `[tool.dg.project]`."""
     pyproject = root / folder / "pyproject.toml"
     try:
-        project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["tool"]["dg"]["project"]
+        tool = tomllib.loads(pyproject.read_text(encoding="utf-8"))["tool"]
+        project = tool["dg"]["project"]
         package = project["root_module"]
         return Environment(
             name=project["code_location_name"],
             folder=folder,
             package=package,
             module=project.get("code_location_target_module", f"{package}.definitions"),
+            deploy=tool.get("ml_pipeline", {}).get("deploy", {}),
         )
     except (OSError, KeyError, TypeError, tomllib.TOMLDecodeError) as error:
         raise LocationError(f"{folder}/pyproject.toml: cannot read [tool.dg.project] ({error!r})") from error

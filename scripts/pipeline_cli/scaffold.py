@@ -41,12 +41,13 @@ def _shared_pins() -> dict[str, str]:
 def _pyproject(names: dict[str, str], stem: str) -> str:
     pins = _shared_pins()
     dg_cli = pins["dagster"].replace("dagster==", "dagster-dg-cli==")
+    dagster_cloud = pins["dagster"].replace("dagster==", "dagster-cloud==")  # Dagster+ runs it in the image
     return f'''[project]
 name = "{names["distribution"]}"
 version = "0.1.0"
 description = "{names["location"]}: describe what this location does."
 requires-python = ">=3.10,<3.14"
-dependencies = ["shared-code-location", "{pins["dagster"]}"]
+dependencies = ["shared-code-location", "{pins["dagster"]}", "{dagster_cloud}"]
 
 [project.optional-dependencies]
 test = ["{pins["pytest"]}"]
