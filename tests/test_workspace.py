@@ -39,21 +39,10 @@ def test_dg_check_defs_uses_each_project_venv():
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
 
 
-def test_dagster_cloud_yaml_is_valid():
-    result = subprocess.run(
-        [
-            str(ROOT / ".venv" / "bin" / "dagster-cloud"),
-            "ci",
-            "check",
-            "--project-dir",
-            ".",
-            "--dagster-cloud-yaml-check",
-            "error",
-            "--dagster-cloud-connect-check",
-            "skip",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+@pytest.mark.parametrize("name", ["dagster_cloud.yaml", "build.yaml"])
+def test_dagster_plus_files_pass_dagster_cloud_ci_check(name):
+    command = [str(ROOT / ".venv" / "bin" / "dagster-cloud"), "ci", "check", "--project-dir", ".",
+               "--dagster-cloud-yaml-path", name, "--dagster-cloud-yaml-check", "error",
+               "--dagster-cloud-connect-check", "skip"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

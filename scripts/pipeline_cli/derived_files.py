@@ -76,8 +76,9 @@ def _k8s_context(env: Environment) -> dict:
     return {"k8s": context}
 
 
-def dagster_cloud_yaml(locations: tuple[Environment, ...]) -> str:
-    """dagster_cloud.yaml (Dagster+ hybrid): one image per location, each built from the repository root."""
+def dagster_cloud_yaml(locations: tuple[Environment, ...], newer_name: bool = False) -> str:
+    """dagster_cloud.yaml (Dagster+ hybrid): one image per location, each built from the repository root. With
+    `newer_name`, the same document as build.yaml, the name Dagster+ now gives it."""
     entries = [
         {
             "location_name": env.name,
@@ -93,6 +94,8 @@ def dagster_cloud_yaml(locations: tuple[Environment, ...]) -> str:
         "per location, built from the repository root with that location's Dockerfile, so each image holds the "
         "shared package and only its own location's dependencies. Replace the registry."
     )
+    if newer_name:
+        comment = "build.yaml: what dagster_cloud.yaml says, under the name newer Dagster+ tooling reads. " + comment
     return _document(comment, {"locations": entries})
 
 
@@ -278,6 +281,7 @@ def derived_files(locations: tuple[Environment, ...]) -> dict[str, str]:
     files = {
         "workspace.yaml": workspace_yaml(locations),
         "dagster_cloud.yaml": dagster_cloud_yaml(locations),
+        "build.yaml": dagster_cloud_yaml(locations, newer_name=True),
         f"{COMPOSE_DIR}/compose.yaml": compose_yaml(locations),
         f"{COMPOSE_DIR}/workspace.yaml": compose_workspace_yaml(locations),
         "deploy/kubernetes/values.yaml": helm_values(locations),
@@ -285,6 +289,10 @@ def derived_files(locations: tuple[Environment, ...]) -> dict[str, str]:
     }
     for env in locations:
         files[f"{env.folder}/Dockerfile"] = dockerfile(env)
+        files[f"{env.folder}/container_context.yaml"] = _document(
+            f"How Dagster+ runs {env.name} (dg reads it per project): environment from the secret, GPU if asked.",
+            _k8s_context(env),
+        )
     return files
 
 
