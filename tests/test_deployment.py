@@ -4,14 +4,15 @@ Dockerfile lint, Compose against the Compose Specification and its instance and 
 values, Dagster+ and the GitHub workflows."""
 
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 import yaml
-from docker_context import build_context, replay
 
-from conftest import LOCATION_NAMES, ROOT
+from conftest import LOCATION_NAMES, ROOT, run_cli
+from docker_context import build_context, replay
 from pipeline_cli.bootstrap import pip_index_flags
 from pipeline_cli.derived_files import COMPOSE_DIR, image_name
 from pipeline_cli.locations import LOCATIONS
@@ -166,3 +167,40 @@ def test_the_serving_lock_pins_what_the_deploy_lock_pins():
     deploy = pins(ROOT / "4_deploy_code_location" / "requirements.lock")
     assert {name: deploy.get(name) for name in serving} == serving
     assert sys.version_info >= (3, 11)
+
+
+def test_a_location_moves_to_its_own_repository(tmp_path):
+    """docs/split-a-location.md, step by step, for 3_evaluate."""
+    repo = tmp_path / "evaluate-repo"
+    listing = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True)
+    keep = ("3_evaluate_code_location/", "shared_code_location/", "scripts/")
+    singles = {"ruff.toml", ".dockerignore", "example_persistent_home/dagster.yaml"}
+    for name in listing.stdout.splitlines():
+        if (name.startswith(keep) or name in singles) and (ROOT / name).is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
+    (repo / "dg.toml").write_text(
+        'directory_type = "workspace"\n\n[workspace]\n\n[[workspace.projects]]\npath = "3_evaluate_code_location"\n'
+    )
+    (repo / ".venv").symlink_to(ROOT / ".venv")  # the root environment (click, uv, Dagster) is the same
+    for args in (["setup"], ["locations", "--sync"], ["locations", "--check"], ["test", "3_evaluate"]):
+        result = run_cli(*args, root=repo)
+        assert result.returncode == 0, (args, result.stdout[-2000:] + result.stderr[-2000:])
+    assert (repo / "3_evaluate_code_location" / "Dockerfile").is_file() and (repo / "workspace.yaml").is_file()
+    location = repo / "3_evaluate_code_location"
+    home = tmp_path / "home"
+    home.mkdir()
+    validated = subprocess.run(
+        [
+            str(location / ".venv" / "bin" / "dagster"),
+            "definitions",
+            "validate",
+            "-m",
+            "evaluate_code_location.definitions",
+        ],
+        cwd=location,
+        env=os.environ | {"DAGSTER_HOME": str(home)},
+        capture_output=True,
+        text=True,
+    )
+    assert validated.returncode == 0, validated.stderr[-3000:]

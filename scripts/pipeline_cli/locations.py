@@ -131,10 +131,20 @@ def load_locations(root: Path = ROOT) -> tuple[Environment, ...]:
     return tuple(read_location(folder, root) for folder in project_folders(root))
 
 
+def number_of(env: Environment) -> int:
+    """A location's number, its place in the pipeline: 2 for `2_model`."""
+    head = env.name.split("_", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
 def pattern_problems(locations: tuple[Environment, ...]) -> list[str]:
-    """Where a location's names break the project's pattern (numbered 1, 2, ... in order); empty when none do."""
+    """Where a location's names break the project's pattern (numbers rising in pipeline order; a repository split
+    off from this one keeps its numbers); empty when none do."""
     problems = []
-    for number, env in enumerate(locations, 1):
+    numbers = [number_of(env) for env in locations]
+    if any(n < 1 for n in numbers) or numbers != sorted(set(numbers)):
+        problems.append(f"location numbers must rise in dg.toml's order: {[env.name for env in locations]}")
+    for number, env in zip(numbers, locations, strict=True):
         stem = env.name.split("_", 1)[-1]
         expected = names_for(number, stem)
         actual = {"location": env.name, "folder": env.folder, "package": env.package, "module": env.module}

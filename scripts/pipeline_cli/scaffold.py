@@ -25,6 +25,7 @@ from pipeline_cli.locations import (
     find,
     load_locations,
     names_for,
+    number_of,
 )
 
 _TEXT_SUFFIXES = {".py", ".toml", ".md", ".yaml", ".yml", ".lock", ".txt", ".cfg", ".in", ".json", ""}
@@ -134,7 +135,7 @@ def new_location(stem: str, build: bool = True) -> Environment:
     one example asset, a test, its dg.toml entry, the derived files, then (with `build`) its lock and venv."""
     locations = load_locations()
     check_stem(stem, locations)
-    names = names_for(len(locations) + 1, stem)
+    names = names_for(max((number_of(env) for env in locations), default=0) + 1, stem)
     folder = ROOT / names["folder"]
     if folder.exists():
         raise LocationError(f"{names['folder']}/ already exists")
@@ -182,7 +183,7 @@ def rename_location(old: str, new_stem: str, build: bool = True) -> Environment:
     check_stem(new_stem, tuple(e for e in locations if e != env))
     if new_stem == env.stem:
         raise LocationError(f"{env.name} is already called {new_stem!r}")
-    number = int(env.name.split("_", 1)[0])
+    number = number_of(env)
     before, after = names_for(number, env.stem), names_for(number, new_stem)
     if (ROOT / after["folder"]).exists():
         raise LocationError(f"{after['folder']}/ already exists")
