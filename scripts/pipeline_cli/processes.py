@@ -1,4 +1,5 @@
-"""Long-running process trees (`dev`, `serve`): one new process group, stopped whole on Ctrl-C, SIGINT or SIGTERM.
+"""Long-running process trees (`dev`, `serve`, `up`): one new process group, stopped whole on Ctrl-C, SIGINT or
+SIGTERM, also when the CLI was started in the background.
 
 Only the main thread waits on the children, by polling: a signal handler that waited on them itself would block on
 the lock `Popen.wait()` holds and run through every escalation stage (the old 24-second SIGTERM).
@@ -6,50 +7,124 @@ the lock `Popen.wait()` holds and run through every escalation stage (the old 24
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import click
 
+#: Loaded here, not in the child: a child that runs as another user may not be able to import anything.
+_LIBC = ctypes.CDLL(None) if sys.platform == "linux" else None
 #: After each signal, how long the group gets to exit before the next, harder one.
 ESCALATION = ((signal.SIGINT, 12.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0))
 
 
 def _child_setup(group: int) -> None:
-    os.setpgid(0, group)
+    try:
+        os.setpgid(0, group)
+    except OSError:  # the group is gone (every member exited): start a new one
+        os.setpgid(0, 0)
     # A shell that starts a job in the background leaves SIGINT ignored, and exec keeps that: restore it.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    if sys.platform == "linux":
+    if _LIBC is not None:
         # Should this CLI be killed outright (SIGKILL skips every handler), the children get a Ctrl-C instead of
         # living on in their own process group.
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
+        _LIBC.prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
 
 
-def _wait_all(processes: Sequence[subprocess.Popen], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while any(p.poll() is None for p in processes):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True
+class Stopped(Exception):
+    """SIGINT, SIGTERM or SIGHUP arrived: the process group is being stopped."""
 
 
-def stop_group(group: int, processes: Sequence[subprocess.Popen]) -> None:
-    """Interrupt the group as Ctrl-C would; escalate to SIGTERM, then SIGKILL, for whatever is still running."""
-    for sig, seconds in ESCALATION:
+class ProcessGroup:
+    """Children in one new process group, and this process's SIGINT, SIGTERM and SIGHUP turned into a stop.
+
+    Use as a context manager: leaving it (normally, by an error, or by a signal) stops every child.
+    """
+
+    def __init__(self) -> None:
+        self.children: list[subprocess.Popen] = []
+        self.received: list[int] = []
+        self.group = 0  # the first child's pid: the group's id for as long as any member lives
+        self._previous: dict = {}
+
+    def __enter__(self) -> ProcessGroup:
+        # Installed before any child starts, so that a signal in between still stops what did start.
+        self._previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        }
+        return self
+
+    def __exit__(self, *_: object) -> None:
         try:
-            os.killpg(group, sig)
-        except ProcessLookupError:
+            self.stop()
+        finally:
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.received.append(signum)
+
+    def start(self, command: list[str], cwd: Path, env: dict[str, str], **popen: object) -> subprocess.Popen:
+        """Start `command` in the group."""
+        self.check()
+        group = self.group
+        child = subprocess.Popen(command, cwd=cwd, env=env, preexec_fn=lambda: _child_setup(group), **popen)
+        self.group = self.group or child.pid
+        self.children.append(child)
+        return child
+
+    def check(self) -> None:
+        """Raise `Stopped` if a stop signal has arrived."""
+        if self.received:
+            raise Stopped(signal.Signals(self.received[0]).name)
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, but raise `Stopped` as soon as a stop signal arrives."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.check()
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        self.check()
+
+    def wait_until(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
+        """Poll `ready` until true (an `OSError`, such as a refused connection, counts as not yet); `TimeoutError`
+        naming `what` after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+
+        def ready_now() -> bool:
+            try:
+                return ready()
+            except OSError:
+                return False
+
+        while not ready_now():
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{what} was not ready after {timeout:.0f} s")
+            self.sleep(0.2)
+
+    def stop(self) -> None:
+        """Interrupt the group as Ctrl-C would; escalate to SIGTERM, then SIGKILL, for whatever is still running."""
+        if not self.children:
             return
-        if _wait_all(processes, seconds):
-            return
+        for sig, seconds in ESCALATION:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.group, sig)
+            for child in self.children:  # one that had to start a group of its own still gets the signal
+                if child.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        child.send_signal(sig)
+            deadline = time.monotonic() + seconds
+            while any(child.poll() is None for child in self.children) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if all(child.poll() is not None for child in self.children):
+                return
 
 
 def supervise(
@@ -61,35 +136,18 @@ def supervise(
 
     A helper that exits on its own is reported at once (a code server that crashed), not silently left dead.
     """
-    received: list[int] = []
-
-    def on_signal(signum: int, _frame: object) -> None:
-        received.append(signum)
-
-    # Installed before any child starts, so that a signal in between still stops what did start.
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    started: list[subprocess.Popen] = []
-    try:
-        for helper_command, helper_cwd in helpers:
-            group = started[0].pid if started else 0
-            started.append(
-                subprocess.Popen(helper_command, cwd=helper_cwd, env=env, preexec_fn=lambda g=group: _child_setup(g))
-            )
-        group = started[0].pid if started else 0
-        main = subprocess.Popen(command, cwd=cwd, env=env, preexec_fn=lambda: _child_setup(group))
-        group = group or main.pid
-        everything = [*started, main]
-        reported: set[int] = set()
-        while not received and main.poll() is None:
-            for helper in started:
-                if helper.poll() is not None and helper.pid not in reported:
-                    reported.add(helper.pid)
-                    click.secho(f"warning: {' '.join(helper.args[:6])} … exited ({helper.returncode})", fg="yellow")
-            time.sleep(0.1)
-        if received:
-            click.echo(f"\n{signal.Signals(received[0]).name}: shutting down ...", err=True)
-        stop_group(group, everything)
-        return 128 + received[0] if received else main.returncode
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with ProcessGroup() as group:
+        try:
+            started = [group.start(helper, helper_cwd, env) for helper, helper_cwd in helpers]
+            main = group.start(command, cwd, env)
+            reported: set[int] = set()
+            while main.poll() is None:
+                for helper in started:
+                    if helper.poll() is not None and helper.pid not in reported:
+                        reported.add(helper.pid)
+                        click.secho(f"warning: {' '.join(helper.args[:6])} … exited ({helper.returncode})", fg="yellow")
+                group.sleep(0.1)
+            return main.returncode
+        except Stopped as stop:
+            click.echo(f"\n{stop}: shutting down ...", err=True)
+            return 128 + group.received[0]

@@ -43,12 +43,18 @@ def _pyproject(names: dict[str, str], stem: str) -> str:
     pins = _shared_pins()
     dg_cli = pins["dagster"].replace("dagster==", "dagster-dg-cli==")
     dagster_cloud = pins["dagster"].replace("dagster==", "dagster-cloud==")  # Dagster+ runs it in the image
+    # Runs load the instance, which `cli.py up` keeps in PostgreSQL: the same pin as the root environment's.
+    dagster_postgres = next(
+        line
+        for line in (ROOT / "scripts" / "requirements.in").read_text().splitlines()
+        if line.startswith("dagster-postgres==")
+    )
     return f'''[project]
 name = "{names["distribution"]}"
 version = "0.1.0"
 description = "{names["location"]}: describe what this location does."
 requires-python = ">=3.10,<3.14"
-dependencies = ["shared-code-location", "{pins["dagster"]}", "{dagster_cloud}"]
+dependencies = ["shared-code-location", "{pins["dagster"]}", "{dagster_cloud}", "{dagster_postgres}"]
 
 [project.optional-dependencies]
 test = ["{pins["pytest"]}"]

