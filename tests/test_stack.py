@@ -136,6 +136,60 @@ def test_postgres_restarted_while_idle_and_webserver_and_daemon_recover_without_
     assert "PostgreSQL exited" in stack.log.read_text()
 
 
+LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) { __typename
+    ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
+RUN = """query($id: ID!) { runOrError(runId: $id) { ... on Run { status tags { key value } } } }"""
+LOGS = """query($id: ID!) { logsForRun(runId: $id) { ... on EventConnection { events { __typename
+    ... on MessageEvent { message } } } } }"""
+
+
+def _run(port: int, run_id: str) -> dict:
+    return graphql(port, RUN, {"id": run_id})["runOrError"]
+
+
+def _messages(port: int, run_id: str) -> list[str]:
+    events = graphql(port, LOGS, {"id": run_id})["logsForRun"]["events"]
+    return [e.get("message") or "" for e in events]
+
+
+def test_a_killed_training_run_is_marked_failed_and_its_retry_resumes_from_the_checkpoint(stack):
+    config = {"preset": "tiny", "max_iters": 3000, "checkpoint_interval": 200, "eval_interval": 1000}
+    params = {
+        "selector": {
+            "repositoryLocationName": "2_model",
+            "repositoryName": "__repository__",
+            "jobName": "training_job",
+        },
+        "runConfigData": {"ops": {"model__trained_model": {"config": config}}},
+    }
+    launched = graphql(stack.port, LAUNCH, {"params": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    checkpoints = stack.home.parent / "storage" / "checkpoints" / "model"
+    assert wait_until(lambda: any(checkpoints.glob("*.safetensors")), 120), _messages(stack.port, run_id)[-5:]
+    pid = next(int(m.split("pid: ")[1].rstrip(").")) for m in _messages(stack.port, run_id) if "Started process" in m)
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    assert wait_until(lambda: _run(stack.port, run_id)["status"] == "FAILURE", 60), _run(stack.port, run_id)
+    print(f"run monitoring marked the killed run failed after {time.monotonic() - killed:.1f} s")
+
+    def retry() -> str | None:
+        runs = graphql(stack.port, "{ runsOrError { ... on Runs { results { runId tags { key value } } } } }")
+        for candidate in runs["runsOrError"]["results"]:
+            if {"key": "dagster/parent_run_id", "value": run_id} in candidate["tags"]:
+                return candidate["runId"]
+        return None
+
+    assert wait_until(retry, 60), "no retry was launched"
+    retry_id = retry()
+    assert wait_until(lambda: _run(stack.port, retry_id)["status"] in ("SUCCESS", "FAILURE"), 180)
+    assert _run(stack.port, retry_id)["status"] == "SUCCESS", _messages(stack.port, retry_id)[-10:]
+    resumed = [m for m in _messages(stack.port, retry_id) if "resumed from the checkpoint at step" in m]
+    assert resumed, "the retry started over"
+    print(f"retry {resumed[0][:60]}; done {time.monotonic() - killed:.1f} s after the kill")
+    assert not any(checkpoints.glob("*.safetensors"))  # finished: the checkpoint is gone
+
+
 def test_sigterm_stops_everything_and_the_history_survives_a_restart(stack):
     runs = {r["runId"] for r in graphql(stack.port, RUNS)["runsOrError"]["results"]}
     print(f"stopped in {stack.stop(signal.SIGTERM):.1f} s")

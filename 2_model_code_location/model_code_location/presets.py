@@ -17,6 +17,8 @@ _COMMON: dict[str, Any] = dict(
     grad_clip=1.0,
     eval_interval=250,
     log_interval=100,
+    # A run killed mid-training resumes from the last checkpoint on its retry (see checkpoints.py).
+    checkpoint_interval=250,
 )
 
 #: Each preset is a complete set of hyperparameters; any field set in `TrainingConfig` overrides it.
@@ -34,7 +36,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": _COMMON
     | dict(n_layer=2, n_head=2, n_embd=64, block_size=32, batch_size=16, max_iters=300, learning_rate=4e-3)
     | dict(min_learning_rate=4e-4, warmup_iters=20, weight_decay=0.0, eval_interval=100, eval_tokens=8192)
-    | dict(log_interval=50),
+    | dict(log_interval=50, checkpoint_interval=100),
 }
 
 
@@ -83,6 +85,7 @@ class TrainingConfig(dg.Config):
     eval_interval: int | None = Field(default=None, ge=1)
     eval_tokens: int | None = Field(default=None, ge=0, description="validation tokens per evaluation; 0: all")
     log_interval: int | None = Field(default=None, ge=1)
+    checkpoint_interval: int | None = Field(default=None, ge=0, description="steps between checkpoints; 0: none")
 
     def resolved(self) -> dict[str, Any]:
         """The preset's hyperparameters with this config's overrides applied, plus device and seed."""

@@ -4,6 +4,7 @@ import dagster as dg
 import numpy as np
 
 from model_code_location.presets import TrainingConfig
+from shared_code_location import settings
 from shared_code_location.asset_keys import TRAIN_TOKENS, TRAINED_MODEL, VALIDATION_TOKENS, VOCABULARY, inputs
 from shared_code_location.automation import ON_UPSTREAM_CHANGE
 from shared_code_location.runs import SUMMARY_METADATA_KEY
@@ -31,13 +32,16 @@ def trained_model(
     validation_tokens: np.ndarray,
 ) -> dg.Output[TensorBundle]:
     """Train with the chosen preset and overrides; store weights as safetensors with config and summary."""
+    from model_code_location.checkpoints import CheckpointStore, checkpoint_key
     from model_code_location.loss_curve import loss_curve_markdown
     from model_code_location.training import train
     from shared_code_location.transformer import to_tensor_bundle
 
     hp = config.resolved()
     context.log.info(f"hyperparameters: {hp}")
-    result = train(train_tokens, validation_tokens, vocabulary["vocab_size"], hp, log=context.log.info)
+    key = checkpoint_key(TRAINING_CODE_VERSION, hp, train_tokens, validation_tokens)
+    checkpoints = CheckpointStore(settings.storage_uri(), key)
+    result = train(train_tokens, validation_tokens, vocabulary["vocab_size"], hp, context.log.info, checkpoints)
     summary = result.summary
     context.add_output_metadata(
         {

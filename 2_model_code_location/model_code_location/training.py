@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from model_code_location.checkpoints import CheckpointStore, TrainingState
 from shared_code_location.transformer import (
     DecoderTransformer,
     TransformerConfig,
@@ -73,8 +74,13 @@ def train(
     vocab_size: int,
     hp: dict[str, Any],
     log: Callable[[str], None] = print,
+    checkpoints: CheckpointStore | None = None,
 ) -> TrainingResult:
-    """Train a `DecoderTransformer` with hyperparameters `hp` (see `presets.PRESETS`) and return its best state."""
+    """Train a `DecoderTransformer` with hyperparameters `hp` (see `presets.PRESETS`) and return its best state.
+
+    With `checkpoints`, the whole state is saved every `hp["checkpoint_interval"]` steps and training resumes from
+    a saved state of the same key, continuing exactly as if it had never stopped (on CPU, bit for bit).
+    """
     device = pick_device(hp["device"])
     torch.manual_seed(hp["seed"])
     if device.type == "cuda":
@@ -99,15 +105,30 @@ def train(
     history: dict[str, list[float]] = {"step": [], "train_loss": [], "eval_step": [], "validation_loss": []}
     best_loss, best_state, best_step = math.inf, None, 0
     train_seconds, running_loss, running_steps = 0.0, 0.0, 0
+    start_step = 0
+    saved = checkpoints.load() if checkpoints is not None else None
+    if saved is not None:
+        model.load_state_dict(saved.model)
+        optimizer.load_state_dict(saved.optimizer)
+        generator.set_state(saved.generator_state)
+        torch.set_rng_state(saved.torch_rng_state)
+        start_step, history, train_seconds = saved.step, saved.history, saved.train_seconds
+        best_loss, best_step, running_loss, running_steps = (
+            saved.best_loss, saved.best_step, saved.running_loss, saved.running_steps
+        )  # fmt: skip
+        best_state = {k: v.to(device) for k, v in saved.best.items()} if saved.best is not None else None
+        log(f"resumed from the checkpoint at step {start_step} ({checkpoints.path})")
     log(
         f"training {model.num_parameters():,} parameters on {device} "
         f"({hp['max_iters']} iterations of {tokens_per_step} tokens)"
     )
     wall_start = time.perf_counter()
     model.train()
-    for step in range(hp["max_iters"] + 1):
+    interval = hp.get("checkpoint_interval") or 0
+    for step in range(start_step, hp["max_iters"] + 1):
         last = step == hp["max_iters"]
-        if step % hp["eval_interval"] == 0 or last:
+        evaluated = bool(history["eval_step"]) and history["eval_step"][-1] == step  # before the checkpoint
+        if (step % hp["eval_interval"] == 0 or last) and not evaluated:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             validation_loss = evaluate_loss(model, validation_tokens, hp["eval_tokens"])
@@ -119,6 +140,12 @@ def train(
             log(f"step {step}: validation loss {validation_loss:.4f} (best {best_loss:.4f} at step {best_step})")
         if last:
             break
+        if checkpoints is not None and interval and step > start_step and step % interval == 0:
+            checkpoints.save(
+                TrainingState(step, model.state_dict(), optimizer.state_dict(), best_state, best_loss, best_step,
+                              history, train_seconds, running_loss, running_steps, generator.get_state(),
+                              torch.get_rng_state())
+            )  # fmt: skip
         step_start = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(step, hp)
@@ -147,6 +174,8 @@ def train(
 
     model.load_state_dict(best_state)
     model.eval()
+    if checkpoints is not None:
+        checkpoints.clear()
     final_validation = evaluate_loss(model, validation_tokens)  # the whole split, best weights
     final_train = evaluate_loss(model, train_tokens, max_tokens=len(validation_ids))
     summary = {

@@ -60,3 +60,46 @@ def test_a_split_shorter_than_a_block_is_a_clear_error():
     train_ids, _, vocab = tiny_data()
     with pytest.raises(ValueError, match="fewer than block_size"):
         train(train_ids[:10], train_ids[:100], vocab, hp(), log=lambda _: None)
+
+
+def test_a_training_killed_mid_way_resumes_from_its_checkpoint_and_ends_bit_identical(tmp_path):
+    import torch
+
+    from model_code_location.checkpoints import CheckpointStore, checkpoint_key
+
+    train_ids, validation_ids, vocab = tiny_data()
+    params = hp(max_iters=120, eval_interval=40, checkpoint_interval=40)
+    reference = train(train_ids, validation_ids, vocab, params, log=lambda _: None)
+    key = checkpoint_key("1", params, train_ids, validation_ids)
+    store = CheckpointStore(str(tmp_path), key)
+
+    class Killed(Exception):
+        pass
+
+    def killed_after_step_100(message: str) -> None:
+        if message.startswith("step 100/"):
+            raise Killed  # like a run worker killed between two checkpoints
+
+    with pytest.raises(Killed):
+        train(train_ids, validation_ids, vocab, params, log=killed_after_step_100, checkpoints=store)
+    assert store.path.exists()  # the checkpoint of step 80
+    messages = []
+    resumed = train(train_ids, validation_ids, vocab, params, log=messages.append, checkpoints=store)
+    assert messages[0].startswith("resumed from the checkpoint at step 80")
+    expected, actual = reference.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(expected[name], actual[name]) for name in expected)
+    assert resumed.history == reference.history
+    assert not store.path.exists()  # finished: nothing left to resume
+
+
+def test_a_checkpoint_of_other_data_code_or_config_is_never_resumed():
+    from model_code_location.checkpoints import checkpoint_key
+
+    train_ids, validation_ids, _ = tiny_data()
+    params = hp()
+    key = checkpoint_key("1", params, train_ids, validation_ids)
+    assert checkpoint_key("2", params, train_ids, validation_ids) != key  # code
+    assert checkpoint_key("1", params | {"learning_rate": 1e-3}, train_ids, validation_ids) != key  # config
+    assert checkpoint_key("1", params, train_ids[1:], validation_ids) != key  # data
+    # How often it logs or checkpoints does not change what it learns.
+    assert checkpoint_key("1", params | {"checkpoint_interval": 7, "log_interval": 3}, train_ids, validation_ids) == key

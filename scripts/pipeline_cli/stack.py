@@ -143,8 +143,16 @@ class Stack:
         settings = yaml.safe_load(TRACKED_DAGSTER_YAML.read_text()) or {}
         settings["storage"] = {"postgres": {"postgres_url": _sqlalchemy_url(url)}}
         settings["run_coordinator"] = {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator"}
-        # A run whose process died is marked failed instead of hanging in STARTED.
-        settings["run_monitoring"] = {"enabled": True, "start_timeout_seconds": 180, "poll_interval_seconds": 5}
+        # Runs start in their location's code server, so in its venv; monitoring can check their workers' pids.
+        settings["run_launcher"] = {"module": "shared_code_location.run_launcher", "class": "MonitoredRunLauncher"}
+        # A run whose process died is marked failed instead of hanging in STARTED, and the pool slot it held (one
+        # training at a time) is freed, so that its retry can start.
+        settings["run_monitoring"] = {
+            "enabled": True,
+            "start_timeout_seconds": 180,
+            "poll_interval_seconds": 5,
+            "free_slots_after_run_end_seconds": 5,
+        }
         header = "# Written by `cli.py up`: the production-shaped instance (runs, events, schedules in PostgreSQL).\n"
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "dagster.yaml").write_text(header + yaml.safe_dump(settings, sort_keys=False))

@@ -37,10 +37,12 @@ ON_UPSTREAM_CHANGE = (
 ).with_label("on upstream change, checks passed")
 
 
-def automation_sensor(location: str) -> dg.AutomationConditionSensorDefinition:
-    """This location's automation sensor, running by default (Dagster's default one starts stopped)."""
+def automation_sensor(location: str, run_tags: dict[str, str] | None = None) -> dg.AutomationConditionSensorDefinition:
+    """This location's automation sensor, running by default (Dagster's default one starts stopped); `run_tags` go
+    on the runs it launches."""
     return dg.AutomationConditionSensorDefinition(
         f"{location}_automation",
+        run_tags=run_tags,
         target=dg.AssetSelection.all(),
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=15,
