@@ -160,16 +160,20 @@ class Stack:
     # ------------------------------------------------------------------------------------------------ code servers
 
     def start_server(self, group: ProcessGroup, server: CodeServer) -> None:
+        # `dagster api grpc`, as a production deployment runs it: one process that loads the code once (`code-server
+        # start` adds a second process, for reloading from the UI); a new version is a restart of this process.
         env = server.env
-        command = [str(env.python), "-m", "dagster", "code-server", "start", "-h", "127.0.0.1", "-p", str(server.port)]
+        command = [str(env.python), "-m", "dagster", "api", "grpc", "-h", "127.0.0.1", "-p", str(server.port)]
         command += ["-m", env.module, "-d", str(env.path), "--location-name", env.name]
         server.process = group.start(command, env.path, self.environment())
 
     def healthy(self, server: CodeServer) -> bool:
+        """`dagster api grpc-health-check`, asked from this process (a new Python per check costs seconds)."""
+        from dagster._grpc.client import DagsterGrpcClient
+
         if server.process is not None and server.process.poll() is not None:
             raise StackError(f"the code server of {server.env.name} exited ({server.process.returncode})")
-        check = [str(ROOT_VENV / "bin" / "dagster"), "api", "grpc-health-check", "-p", str(server.port)]
-        return subprocess.run(check, capture_output=True, env=self.environment()).returncode == 0
+        return DagsterGrpcClient(port=server.port, host="127.0.0.1").health_check_query() == "SERVING"
 
     def write_workspace(self) -> Path:
         entries = [
