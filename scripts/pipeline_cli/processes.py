@@ -48,7 +48,8 @@ class ProcessGroup:
     Use as a context manager: leaving it (normally, by an error, or by a signal) stops every child.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, escalation: Sequence[tuple[signal.Signals, float]] = ESCALATION) -> None:
+        self.escalation = escalation
         self.children: list[subprocess.Popen] = []
         self.received: list[int] = []
         self.group = 0  # the first child's pid: the group's id for as long as any member lives
@@ -113,7 +114,7 @@ class ProcessGroup:
         """Interrupt the group as Ctrl-C would; escalate to SIGTERM, then SIGKILL, for whatever is still running."""
         if not self.children:
             return
-        for sig, seconds in ESCALATION:
+        for sig, seconds in self.escalation:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.group, sig)
             for child in self.children:  # one that had to start a group of its own still gets the signal

@@ -10,6 +10,7 @@ dies is restarted; the webserver or daemon dying stops the stack with an error.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -191,7 +192,8 @@ class Stack:
         if not port_is_free(self.port, self.host):
             raise StackError(f"port {self.port} on {self.host} is in use: stop what holds it, or pass --port")
         started = time.perf_counter()
-        with ProcessGroup() as group:
+        # gRPC servers finish their calls in flight on SIGINT; past a few seconds, SIGTERM ends them.
+        with ProcessGroup(escalation=((signal.SIGINT, 5.0), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0))) as group:
             postgres = None
             if self.postgres_url:
                 check_connection(self.postgres_url)
