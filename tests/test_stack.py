@@ -3,6 +3,7 @@ each location its own gRPC code server, webserver and daemon as processes of the
 Faults: a code server killed, PostgreSQL restarted, the stack stopped and started again; bad ports and URLs."""
 
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -188,6 +189,56 @@ def test_a_killed_training_run_is_marked_failed_and_its_retry_resumes_from_the_c
     assert resumed, "the retry started over"
     print(f"retry {resumed[0][:60]}; done {time.monotonic() - killed:.1f} s after the kill")
     assert not any(checkpoints.glob("*.safetensors"))  # finished: the checkpoint is gone
+
+
+def _launch_training(port: int, **config) -> str:
+    params = {
+        "selector": {"repositoryLocationName": "2_model", "repositoryName": "__repository__"}
+        | {"jobName": "training_job"},
+        "runConfigData": {"ops": {"model__trained_model": {"config": {"preset": "tiny"} | config}}},
+    }
+    launched = graphql(port, LAUNCH, {"params": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    return launched["run"]["runId"]
+
+
+STEPS = """query($id: ID!) { runOrError(runId: $id) { ... on Run { status
+    stepStats { stepKey startTime endTime } } } }"""
+
+
+def test_four_runs_at_once_train_one_at_a_time_and_all_finish(stack):
+    runs = [_launch_training(stack.port, max_iters=300, seed=seed) for seed in range(4)]
+
+    def done() -> bool:
+        return all(_run(stack.port, run_id)["status"] in ("SUCCESS", "FAILURE", "CANCELED") for run_id in runs)
+
+    assert wait_until(done, 300)
+    stats = [graphql(stack.port, STEPS, {"id": run_id})["runOrError"] for run_id in runs]
+    assert [s["status"] for s in stats] == ["SUCCESS"] * 4
+    spans = sorted(
+        (step["startTime"], step["endTime"]) for s in stats for step in s["stepStats"]
+        if step["stepKey"] == "model__trained_model"
+    )  # fmt: skip
+    assert len(spans) == 4
+    assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(spans)), spans
+
+
+def test_postgres_restarted_while_a_run_trains_ends_the_run_one_way_or_the_other(stack):
+    run_id = _launch_training(stack.port, max_iters=3000, checkpoint_interval=500, eval_interval=1000, seed=9)
+    assert wait_until(lambda: _run(stack.port, run_id)["status"] == "STARTED", 120)
+    time.sleep(2)  # training now
+    postgres = stack.pids(f"postgres -D {stack.home}")
+    os.kill(postgres[0], signal.SIGINT)
+    stopped = time.monotonic()
+
+    def ended() -> str | None:
+        with contextlib.suppress(Exception):
+            status = _run(stack.port, run_id)["status"]
+            return status if status in ("SUCCESS", "FAILURE") else None
+        return None
+
+    assert wait_until(ended, 180), "the run is stuck"
+    print(f"the run ended {ended()} {time.monotonic() - stopped:.1f} s after PostgreSQL stopped mid-run")
 
 
 def test_sigterm_stops_everything_and_the_history_survives_a_restart(stack):
