@@ -28,6 +28,8 @@ from shared_code_location.net import free_port, http_ok, port_is_free
 #: The system user the embedded server runs as when the CLI runs as root (PostgreSQL refuses root).
 POSTGRES_SYSTEM_USER = "embedded_postgres"
 DATABASE = "dagster"
+#: Seconds before a dead code server starts again (doubling for each restart, at most a minute).
+RESTART_DELAY = 3.0
 
 
 class StackError(RuntimeError):
@@ -82,6 +84,7 @@ class CodeServer:
     port: int
     process: subprocess.Popen | None = None
     restarts: int = 0
+    restart_at: float | None = None  # when a dead server is due to start again
 
 
 @dataclass
@@ -174,7 +177,10 @@ class Stack:
 
         if server.process is not None and server.process.poll() is not None:
             raise StackError(f"the code server of {server.env.name} exited ({server.process.returncode})")
-        return DagsterGrpcClient(port=server.port, host="127.0.0.1").health_check_query() == "SERVING"
+        try:
+            return DagsterGrpcClient(port=server.port, host="127.0.0.1").health_check_query() == "SERVING"
+        except Exception:  # not listening yet: gRPC raises its own errors, not OSError
+            return False
 
     def write_workspace(self) -> Path:
         entries = [
@@ -244,13 +250,19 @@ class Stack:
                 group.children.remove(postgres)
                 _, postgres = self.start_postgres(group)
             for server in self.servers:
-                if server.process is not None and server.process.poll() is not None:
-                    server.restarts += 1
+                if server.restart_at is None and server.process is not None and server.process.poll() is not None:
+                    # A few seconds first, doubling while it keeps crashing: a broken location is not a busy loop.
+                    delay = min(RESTART_DELAY * 2**server.restarts, 60.0)
+                    server.restart_at = time.monotonic() + delay
                     click.secho(
-                        f"the code server of {server.env.name} exited ({server.process.returncode}); restarting it",
+                        f"the code server of {server.env.name} exited ({server.process.returncode}); restarting it "
+                        f"in {delay:.0f} s",
                         fg="yellow",
                     )
+                if server.restart_at is not None and time.monotonic() >= server.restart_at:
                     group.children.remove(server.process)
+                    server.restarts += 1
+                    server.restart_at = None
                     self.start_server(group, server)
 
 
