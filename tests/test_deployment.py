@@ -157,6 +157,26 @@ def test_helm_values_have_one_user_deployment_per_location():
     assert values["runLauncher"]["type"] == "K8sRunLauncher" and values["postgresql"]["enabled"] is False
 
 
+HELM_SCHEMA = "deploy/kubernetes/values.schema.json"
+
+
+def test_helm_values_follow_the_charts_values_schema(tmp_path):
+    """The chart's rules for every key we set (see the schema's $comment for where they come from)."""
+    result = subprocess.run([str(BIN / "check-jsonschema"), "--schemafile", HELM_SCHEMA,
+                             "deploy/kubernetes/values.yaml"], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The schema can fail: a misspelt key and a port given as a string are both caught, and named.
+    values = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "values.yaml").read_text())
+    values["dagster-user-deployments"]["deployments"][0]["port"] = "4000"
+    values["runLauncher"]["config"]["k8sRunLauncher"]["envSecret"] = [{"name": "typo"}]
+    bad = tmp_path / "values.yaml"
+    bad.write_text(yaml.safe_dump(values))
+    result = subprocess.run([str(BIN / "check-jsonschema"), "--schemafile", str(ROOT / HELM_SCHEMA), str(bad)],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 1
+    assert "'4000' is not of type 'integer'" in result.stdout and "'envSecret' was unexpected" in result.stdout
+
+
 def test_the_serving_lock_pins_what_the_deploy_lock_pins():
     def pins(path):
         return dict(

@@ -254,6 +254,8 @@ def helm_values(locations: tuple[Environment, ...]) -> str:
                 "config": {"queuedRunCoordinator": {"maxConcurrentRuns": 8}},
             },
             "runMonitoring": {"enabled": True},
+            # Training runs carry dagster/max_retries; the chart's default of 0 retries would ignore it otherwise.
+            "runRetries": {"enabled": True, "maxRetries": 0},
         },
     }
     comment = (
