@@ -1,7 +1,8 @@
 """Training hyperparameters: a `dg.Config` editable in the Launchpad, with named presets. No torch imported here."""
 
 import enum
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -43,6 +44,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: The preset names as a choice in the Launchpad (and in `python -m shared_code_location.runs describe`).
 Preset = enum.Enum("Preset", {name: name for name in PRESETS}, type=str)
 
+#: Where training runs.
+Device = enum.Enum("Device", {name: name for name in ("auto", "cpu", "cuda")}, type=str)
+
 #: The preset of runs launched without config, unless `$ML_PIPELINE_TRAINING_PRESET` names another.
 DEFAULT_PRESET = "quick"
 
@@ -62,14 +66,16 @@ def default_preset() -> str:
 
 
 class TrainingConfig(dg.Config):
-    """Hyperparameters of `model/trained_model`. Pick a `preset`; any other field left empty takes its value."""
+    """Run config of `model/trained_model`, on top of the run's experiment (its partition, declared in
+    `defs/experiments/defs.yaml`). A `preset` here replaces the experiment (its preset and overrides); any other
+    field set here overrides that one field. Empty: the experiment as declared."""
 
     preset: Preset | None = Field(  # type: ignore[valid-type]
         default=None,
-        description=f"one of {', '.join(PRESETS)}; empty: ${settings.TRAINING_PRESET.name}, else {DEFAULT_PRESET}",
+        description=f"one of {', '.join(PRESETS)}; replaces the experiment's preset and overrides",
     )
-    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when present, else CPU")
-    seed: int = 1337
+    device: Device | None = Field(default=None, description="auto: CUDA when present, else CPU")  # type: ignore[valid-type]
+    seed: int | None = None
     n_layer: int | None = Field(default=None, ge=1)
     n_head: int | None = Field(default=None, ge=1)
     n_embd: int | None = Field(default=None, ge=1)
@@ -87,14 +93,26 @@ class TrainingConfig(dg.Config):
     log_interval: int | None = Field(default=None, ge=1)
     checkpoint_interval: int | None = Field(default=None, ge=0, description="steps between checkpoints; 0: none")
 
-    def resolved(self) -> dict[str, Any]:
-        """The preset's hyperparameters with this config's overrides applied, plus device and seed."""
-        preset = self.preset.value if self.preset else default_preset()
-        values = dict(PRESETS[preset])
-        values.update({k: v for k, v in self.model_dump().items() if k in values and v is not None})
-        values.update(device=self.device, seed=self.seed, preset=preset)
+    def resolved(self, experiment: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The hyperparameters: the preset (this config's, else the experiment's, else the default), then the
+        experiment's overrides (unless this config names a preset), then this config's fields; plus device and
+        seed. `experiment` is a declaration `{"preset": ..., "overrides": {...}}` as in the experiments YAML."""
+        experiment = experiment or {}
+        if self.preset:
+            preset, overrides = self.preset.value, {}
+        else:
+            preset, overrides = experiment.get("preset") or default_preset(), dict(experiment.get("overrides") or {})
+        if preset not in PRESETS:
+            raise ValueError(f"preset {preset!r} is not one of {', '.join(PRESETS)}")
+        mine = {k: getattr(v, "value", v) for k, v in self.model_dump().items() if k != "preset" and v is not None}
+        values = dict(PRESETS[preset]) | {"device": "auto", "seed": DEFAULT_SEED} | overrides | mine
+        values["preset"] = preset
         if values["n_embd"] % values["n_head"]:
             raise ValueError(f"n_embd ({values['n_embd']}) must be a multiple of n_head ({values['n_head']})")
         if values["min_learning_rate"] > values["learning_rate"]:
             raise ValueError("min_learning_rate must not exceed learning_rate")
         return values
+
+
+#: The seed of runs that set none.
+DEFAULT_SEED = 1337

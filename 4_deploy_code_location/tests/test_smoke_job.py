@@ -1,7 +1,7 @@
 import dagster as dg
 
 from deploy_code_location.definitions import defs
-from deploy_code_location.smoke_test import release_smoke_test_job
+from deploy_code_location.defs.smoke_test import release_smoke_test_job
 from shared_code_location.resources import OutputFolderResource
 
 

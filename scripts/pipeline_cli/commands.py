@@ -158,17 +158,26 @@ def up(port: int, host: str, postgres_url: str | None, home: str | None) -> None
     "--from", "start", default=None, help="Start at this location (e.g. 3_evaluate); earlier ones are reused."
 )
 @click.option("--only", default=None, help="Run only this location.")
+@click.option("--experiment", default=None, help="Train and evaluate only this experiment (default: every stale one).")
 @click.option("--force", is_flag=True, help="Rebuild every asset, stale or not.")
 @click.option("-v", "--verbose", is_flag=True, help="Print Dagster's full event log.")
 def run_command(
-    preset: str | None, overrides: tuple[str, ...], start: str | None, only: str | None, force: bool, verbose: bool
+    preset: str | None,
+    overrides: tuple[str, ...],
+    start: str | None,
+    only: str | None,
+    experiment: str | None,
+    force: bool,
+    verbose: bool,
 ) -> None:
     """Run the whole graph headless, location by location in pipeline order, each in its own venv.
 
-    Each location runs only its stale assets: never materialized, code version changed, new upstream data, other
-    config, or reading input from outside Dagster (ETL's files). With unchanged code and corpus, training is
-    skipped. Runs land in the shared instance, so they show in the UI. Stops at the first failure and exits
-    non-zero, with its cause: the error the asset raised, or the check that did not pass and what it saw.
+    Each location runs only its stale assets, and of partitioned assets only the stale experiments: never
+    materialized, code version changed, new upstream data, the experiment's YAML changed, other config, or reading
+    input from outside Dagster (ETL's files). With unchanged code, experiments and corpus, training is skipped.
+    `--preset` replaces each experiment's own preset and overrides; `--set` overrides one field of each. Runs land
+    in the shared instance, so they show in the UI. Stops at the first failure and exits non-zero, with its cause:
+    the error the asset raised, or the check that did not pass and what it saw.
     """
     require_setup(LOCATIONS)
     selected = list(LOCATIONS)
@@ -178,7 +187,7 @@ def run_command(
         selected = [find_or_fail(only)]
     total = time.perf_counter()
     try:
-        options = {"preset": preset, "set": pipeline.parse_overrides(overrides)}
+        options = {"preset": preset, "set": pipeline.parse_overrides(overrides), "experiment": experiment}
         pipeline.run_pipeline(selected, options, force, verbose)
     except pipeline.PipelineError as error:
         fail(str(error))

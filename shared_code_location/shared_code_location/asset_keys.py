@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from shared_code_location.experiments import EXPERIMENTS
 from shared_code_location.storage_formats import StorageFormat
 
 #: The resource key of `PipelineIOManager` in every location's `Definitions`. It is Dagster's default IO manager
@@ -32,21 +33,31 @@ class ContractAsset:
     key: dg.AssetKey
     storage_format: StorageFormat
     description: str
+    #: Producer and consumers partition it the same way (`None`: one value).
+    partitions_def: dg.PartitionsDefinition | None = None
 
     @property
     def metadata(self) -> dict[str, str]:
         """Definition metadata that producer and consumer both attach, so the IO manager knows the format."""
         return {STORAGE_FORMAT_METADATA_KEY: self.storage_format.value}
 
-    def produced(self) -> dict[str, object]:
-        """The producer's `@dg.asset(**X.produced(), ...)` arguments: key, description and format metadata."""
-        return {"key": self.key, "description": self.description, "metadata": self.metadata}
+    def produced(self, **metadata: object) -> dict[str, object]:
+        """The producer's `@dg.asset(**X.produced(), ...)` arguments: key, description, partitions and format
+        metadata, plus any further definition `metadata`."""
+        produced: dict[str, object] = {
+            "key": self.key,
+            "description": self.description,
+            "metadata": {**self.metadata, **metadata},
+        }
+        if self.partitions_def is not None:
+            produced["partitions_def"] = self.partitions_def
+        return produced
 
     def spec(self) -> dg.AssetSpec:
         """How a downstream location declares this upstream asset: loaded through the shared IO manager."""
-        return dg.AssetSpec(self.key, description=self.description, metadata=self.metadata).with_io_manager_key(
-            IO_MANAGER_KEY
-        )
+        return dg.AssetSpec(
+            self.key, description=self.description, metadata=self.metadata, partitions_def=self.partitions_def
+        ).with_io_manager_key(IO_MANAGER_KEY)
 
 
 def inputs(**contracts: ContractAsset) -> dict[str, dg.AssetIn]:
@@ -54,8 +65,14 @@ def inputs(**contracts: ContractAsset) -> dict[str, dg.AssetIn]:
     return {name: dg.AssetIn(key=contract.key) for name, contract in contracts.items()}
 
 
-def _asset(prefix: str, name: str, storage_format: StorageFormat, description: str) -> ContractAsset:
-    return ContractAsset(dg.AssetKey([prefix, name]), storage_format, description)
+def _asset(
+    prefix: str,
+    name: str,
+    storage_format: StorageFormat,
+    description: str,
+    partitions_def: dg.PartitionsDefinition | None = None,
+) -> ContractAsset:
+    return ContractAsset(dg.AssetKey([prefix, name]), storage_format, description, partitions_def)
 
 
 # 1_etl → 2_model, 3_evaluate, 4_deploy
@@ -71,7 +88,9 @@ TRAINED_MODEL = _asset(
     MODEL_PREFIX,
     "trained_model",
     StorageFormat.SAFETENSORS,
-    "Decoder-only transformer: best-validation weights, with its config and training summary in the header.",
+    "Decoder-only transformer: best-validation weights, with its config and training summary in the header. One "
+    "partition per experiment.",
+    EXPERIMENTS,
 )
 
 # 3_evaluate → 4_deploy
@@ -79,7 +98,9 @@ EVALUATION_REPORT = _asset(
     EVALUATE_PREFIX,
     "evaluation_report",
     StorageFormat.JSON,
-    "Test-split metrics of the model beside unigram and bigram baselines, and generated samples.",
+    "Test-split metrics of the model beside unigram and bigram baselines, and generated samples. One partition per "
+    "experiment.",
+    EXPERIMENTS,
 )
 
 CONTRACT_ASSETS: tuple[ContractAsset, ...] = (

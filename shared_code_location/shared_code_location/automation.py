@@ -37,6 +37,16 @@ ON_UPSTREAM_CHANGE = (
 ).with_label("on upstream change, checks passed")
 
 
+#: For an asset that reads every partition of its input and judges each one itself (the leaderboard): as
+#: `ON_UPSTREAM_CHANGE`, but an experiment that is not evaluated yet or whose gate failed does not hold it back.
+ON_ANY_PARTITION_CHANGE = (
+    (DEPS_HAVE_NEW_DATA.since(A.newly_requested() | A.newly_updated()) | NEW_DATA_WHILE_RUNNING)
+    & ~A.any_deps_in_progress()
+    & ~DEP_IS_BEHIND
+    & ~A.in_progress()
+).with_label("on new data in any partition")
+
+
 def automation_sensor(location: str, run_tags: dict[str, str] | None = None) -> dg.AutomationConditionSensorDefinition:
     """This location's automation sensor, running by default (Dagster's default one starts stopped); `run_tags` go
     on the runs it launches."""

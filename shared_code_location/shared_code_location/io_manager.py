@@ -2,7 +2,8 @@
 
 Built on Dagster's `UPathIOManager`, so one implementation serves a local folder and object storage (s3://, gs://,
 any fsspec URL) when locations run in separate containers. Each asset is one file, `<base>/<key path><ext>`, in the
-format its contract (or its `storage_format` metadata) declares; writes are atomic.
+format its contract (or its `storage_format` metadata) declares; a partitioned asset is a folder with one file per
+partition, `<base>/<key path>/<partition><ext>`. Writes are atomic.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 
 from shared_code_location import settings
-from shared_code_location.asset_keys import STORAGE_FORMAT_METADATA_KEY, contract_format
+from shared_code_location.asset_keys import STORAGE_FORMAT_METADATA_KEY, ContractAsset, contract_format
 from shared_code_location.storage_formats import (
     StorageFormat,
     StorageFormatError,
@@ -53,7 +54,34 @@ class ContractUPathIOManager(dg.UPathIOManager):
 
     def get_asset_relative_path(self, context: dg.InputContext | dg.OutputContext) -> UPath:
         path = super().get_asset_relative_path(context)
+        if context.has_asset_partitions:
+            return path  # a folder: the extension goes on each partition's file
         return path.with_name(path.name + _declared_format(context).extension)
+
+    def get_path_for_partition(self, context: dg.InputContext | dg.OutputContext, path: UPath, partition: str) -> UPath:
+        return path / f"{partition}{_declared_format(context).extension}"
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        """As `UPathIOManager`, except that an unpartitioned asset reading a partitioned one always gets a dict
+        `{partition: value}` (Dagster's default hands over the bare value when there is one partition). With the
+        input metadata `allow_missing_partitions`, partitions never materialized are left out."""
+        if not (context.has_asset_key and context.has_asset_partitions and not context.has_partition_key):
+            return super().load_input(context)
+        allow_missing = bool((context.definition_metadata or {}).get("allow_missing_partitions"))
+        values = {}
+        for partition, path in self._get_paths_for_partitions(context).items():
+            if allow_missing and not path.exists():
+                continue
+            values[partition] = self.load_from_path(context, path)
+        return values
+
+    def load_partition(self, contract: ContractAsset, partition: str) -> Any:
+        """One partition of a contract asset, read outside an input (the deploy location reads only the winning
+        experiment's model, not every experiment's)."""
+        path = self._base_path.joinpath(*contract.key.path, f"{partition}{contract.storage_format.extension}")
+        if not path.exists():
+            raise FileNotFoundError(f"{contract.key.to_user_string()} partition {partition!r}: no file at {path}")
+        return decode(contract.storage_format, path.read_bytes())
 
     def get_op_output_relative_path(self, context: dg.InputContext | dg.OutputContext) -> UPath:
         path = super().get_op_output_relative_path(context)

@@ -26,7 +26,8 @@ from typing import Any
 
 import dagster as dg
 
-from shared_code_location.versions import op_defs, stale_assets
+from shared_code_location.experiments import EXPERIMENTS, declared_experiments, sync_partitions
+from shared_code_location.versions import Target, op_defs, stale_assets
 
 #: An asset may add this metadata entry: one line the CLI prints once the asset is materialized.
 SUMMARY_METADATA_KEY = "summary"
@@ -126,9 +127,16 @@ def _metadata_text(value: Any) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def materialize(module: str, keys: list[dg.AssetKey], run_config: Mapping[str, Any], instance: dg.DagsterInstance):
-    """Run `keys` of the location in `module` against `instance`, as `dagster asset materialize -m MODULE` does:
-    the location's implicit asset job, reconstructable from the module so that the run records its origin."""
+def materialize(
+    module: str,
+    keys: list[dg.AssetKey],
+    run_config: Mapping[str, Any],
+    instance: dg.DagsterInstance,
+    partition: str | None = None,
+):
+    """Run `keys` of the location in `module` (one `partition` of them when given) against `instance`, as
+    `dagster asset materialize -m MODULE` does: the location's implicit asset job, reconstructable from the module
+    so that the run records its origin."""
     from dagster._core.definitions.reconstruct import ReconstructableRepository
 
     # Pinned Dagster: this is the same internal path `dagster asset materialize` takes.
@@ -140,6 +148,7 @@ def materialize(module: str, keys: list[dg.AssetKey], run_config: Mapping[str, A
         instance=instance,
         asset_selection=keys,
         run_config=dict(run_config),
+        tags={"dagster/partition": partition} if partition is not None else None,
         raise_on_error=False,
     )
 
@@ -158,27 +167,68 @@ class _UserLogEcho(logging.Handler):
 
 
 def run(module: str, options: Mapping[str, Any], force: bool) -> dict[str, Any]:
-    """Plan and run one location; the report the CLI prints."""
+    """Plan and run one location; the report the CLI prints. `options["experiment"]` restricts partitioned
+    assets to that experiment's partition."""
     defs = importlib.import_module(module).defs
     try:
         run_config = run_config_for(defs, options)
     except ValueError as error:
         return {"success": False, "failures": [{"error": str(error)}], "stale": {}}
+    experiment = options.get("experiment")
     with dg.DagsterInstance.get() as instance:
+        if declared := declared_experiments(defs):
+            added, removed = sync_partitions(instance, declared)
+            for verb, names in (("added", added), ("removed", removed)):
+                if names:
+                    _progress(f"experiments {verb}: {', '.join(names)}")
+        graph = defs.resolve_asset_graph()
+        partitioned = any(graph.get(key).partitions_def is not None for key in graph.materializable_asset_keys)
+        known = instance.get_dynamic_partitions(EXPERIMENTS.name)
+        if experiment and partitioned and experiment not in known:
+            error = f"no experiment named {experiment!r}; the experiments are: {', '.join(known) or 'none yet'}"
+            return {"success": False, "failures": [{"error": error}], "stale": {}}
+        partitions = [experiment] if experiment else None
         if force:
-            stale = {key: "forced" for key in defs.resolve_asset_graph().materializable_asset_keys}
+            stale = {
+                Target(key, p): "forced"
+                for key in graph.toposorted_asset_keys
+                if key in graph.materializable_asset_keys
+                for p in _partitions_of(graph.get(key).partitions_def, instance, partitions)
+            }
         else:
-            stale = stale_assets(defs, instance, run_config)
-        report: dict[str, Any] = {"stale": {key.to_user_string(): why for key, why in stale.items()}}
-        for key, why in report["stale"].items():
-            _progress(f"{key}: {why}")
+            stale = stale_assets(defs, instance, run_config, partitions)
+        report: dict[str, Any] = {"stale": {str(target): why for target, why in stale.items()}}
+        for target, why in report["stale"].items():
+            _progress(f"{target}: {why}")
         if not stale:
             return report | {"success": True, "failures": [], "materialized": []}
         # The run's log handlers come from the instance; this one echoes the assets' own progress lines.
         instance_handlers = instance.get_handlers
         instance.get_handlers = lambda: [*instance_handlers(), _UserLogEcho()]
-        result = materialize(module, list(stale), run_config, instance)
-        return report | run_report(result)
+        # One run for the unpartitioned assets, then one per partition (a run materializes one partition).
+        batches: dict[str | None, list[dg.AssetKey]] = {}
+        for target in stale:
+            batches.setdefault(target.partition, []).append(target.key)
+        reports = []
+        for partition in sorted(batches, key=lambda p: (p is not None, p or "")):
+            if partition is not None:
+                _progress(f"experiment {partition}")
+            reports.append(run_report(materialize(module, batches[partition], run_config, instance, partition)))
+        return report | {
+            "run_id": ", ".join(r["run_id"] for r in reports),
+            "success": all(r["success"] for r in reports),
+            "failures": [failure for r in reports for failure in r["failures"]],
+            "materialized": [entry for r in reports for entry in r["materialized"]],
+        }
+
+
+def _partitions_of(
+    partitions_def: dg.PartitionsDefinition | None, instance: dg.DagsterInstance, only: list[str] | None
+) -> list[str | None]:
+    if partitions_def is None:
+        return [None]
+    keys = partitions_def.get_partition_keys(dynamic_partitions_store=instance)
+    return [key for key in keys if only is None or key in only]
 
 
 def main() -> None:
@@ -189,7 +239,9 @@ def main() -> None:
     describe_parser.add_argument("module")
     run_parser = commands.add_parser("run", help="run the stale assets; write a JSON report")
     run_parser.add_argument("module")
-    run_parser.add_argument("--options", default="{}", help='JSON: {"preset": NAME, "set": {FIELD: VALUE}}')
+    run_parser.add_argument(
+        "--options", default="{}", help='JSON: {"preset": NAME, "set": {FIELD: VALUE}, "experiment": NAME}'
+    )
     run_parser.add_argument("--force", action="store_true", help="run every asset, stale or not")
     run_parser.add_argument("--report", required=True, help="file to write the JSON report to")
     args = parser.parse_args()

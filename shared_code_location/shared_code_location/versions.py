@@ -18,8 +18,8 @@ data version then keeps everything downstream fresh when nothing did.
 import hashlib
 import json
 import warnings
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import dagster as dg
 
@@ -28,6 +28,7 @@ from shared_code_location.storage_formats import StorageFormat, TensorBundle, en
 _CODE_VERSION_TAG = "dagster/code_version"
 _DATA_VERSION_TAG = "dagster/data_version"
 _INPUT_DATA_VERSION_TAG = "dagster/input_data_version/"
+_INPUT_EVENT_POINTER_TAG = "dagster/input_event_pointer/"
 
 #: Tag of assets that read input from outside Dagster; its value (a tag value: letters, digits, `_-.`) says what.
 EXTERNAL_INPUT_TAG = "ml_pipeline/external_input"
@@ -54,55 +55,129 @@ def versioned_output(value: Any, fmt: StorageFormat, output_name: str = "result"
         return dg.Output(value, output_name=output_name, data_version=content_version(fmt, value), **kwargs)
 
 
+class Target(NamedTuple):
+    """One thing a run can materialize: an asset, or one partition of a partitioned asset."""
+
+    key: dg.AssetKey
+    partition: str | None = None
+
+    def __str__(self) -> str:
+        return self.key.to_user_string() + (f"[{self.partition}]" if self.partition is not None else "")
+
+
+def latest_materialization(
+    instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None = None
+) -> dg.EventLogRecord | None:
+    """The latest materialization record of `key`, of one partition when `partition` is given."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition is not None else None),
+        limit=1,
+    ).records
+    return records[0] if records else None
+
+
 def stale_assets(
-    defs: dg.Definitions, instance: dg.DagsterInstance, run_config: Mapping[str, Any] | None = None
-) -> dict[dg.AssetKey, str]:
-    """The materializable assets of `defs` that a run must rebuild, each with the reason, in dependency order.
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    run_config: Mapping[str, Any] | None = None,
+    partitions: Sequence[str] | None = None,
+) -> dict[Target, str]:
+    """What of `defs` a run must rebuild (each asset, or each partition of a partitioned asset, restricted to
+    `partitions` when given), each with the reason, in dependency order.
 
     Reasons: reads input from outside Dagster (`EXTERNAL_INPUT_TAG`); never materialized; code version changed;
-    an upstream asset in `defs` is rebuilt; an input has a new data version since it was read; or `run_config`
-    gives one of the asset's ops a config other than the one its last materialization ran with (a run launched
-    without config counts as `{}`).
+    an upstream asset in `defs` is rebuilt; an input has a new data version since it was read; the experiment's
+    declaration changed since its partition was trained; or `run_config` gives one of the asset's ops a config
+    other than the one its last materialization ran with (a run launched without config counts as `{}`).
     """
+    from shared_code_location.experiments import DECLARED_METADATA_KEY, recorded_fingerprint
+
     graph = defs.resolve_asset_graph()
     local = set(graph.materializable_asset_keys)
-    parents = {key: set(graph.get(key).parent_keys) for key in local}
     requested_ops = dict((run_config or {}).get("ops", {}))
-    stale: dict[dg.AssetKey, str] = {}
+    stale: dict[Target, str] = {}
     for key in (key for key in graph.toposorted_asset_keys if key in local):
-        if source := graph.get(key).tags.get(EXTERNAL_INPUT_TAG):
-            stale[key] = f"reads from outside Dagster ({source}): only a run can tell whether it changed"
-            continue
-        event = instance.get_latest_materialization_event(key)
-        record = event.asset_materialization if event else None
-        if record is None:
-            stale[key] = "never materialized"
-            continue
-        tags = record.tags or {}
-        code_version = graph.get(key).code_version
-        if code_version is not None and tags.get(_CODE_VERSION_TAG) != code_version:
-            stale[key] = f"code version {tags.get(_CODE_VERSION_TAG)} -> {code_version}"
-            continue
-        if rebuilt := sorted(p.to_user_string() for p in parents[key] if p in stale):
-            stale[key] = f"upstream {', '.join(rebuilt)} is rebuilt"
-            continue
-        if changed := [p.to_user_string() for p in sorted(parents[key], key=str) if _input_changed(instance, p, tags)]:
-            stale[key] = f"new data in {', '.join(changed)}"
-            continue
-        op_names = [op.name for op in op_defs(defs, key)]
-        if any(name in requested_ops for name in op_names):
-            run = instance.get_run_by_id(event.run_id)
-            previous = ((run.run_config if run else {}) or {}).get("ops", {})
-            if any(previous.get(name, {}) != requested_ops.get(name, {}) for name in op_names):
-                stale[key] = "run config differs from the last materialization's"
+        node = graph.get(key)
+        targets: list[str | None] = [None]
+        if node.partitions_def is not None:
+            targets = list(node.partitions_def.get_partition_keys(dynamic_partitions_store=instance))
+            targets = [p for p in targets if partitions is None or p in partitions]
+        declared = (node.metadata or {}).get(DECLARED_METADATA_KEY)
+        declared = getattr(declared, "value", declared) or {}
+        for partition in targets:
+            target = Target(key, partition)
+            if source := node.tags.get(EXTERNAL_INPUT_TAG):
+                stale[target] = f"reads from outside Dagster ({source}): only a run can tell whether it changed"
+                continue
+            record = latest_materialization(instance, key, partition)
+            if record is None:
+                stale[target] = "never materialized"
+                continue
+            tags = record.asset_materialization.tags or {}
+            code_version = node.code_version
+            if code_version is not None and tags.get(_CODE_VERSION_TAG) != code_version:
+                stale[target] = f"code version {tags.get(_CODE_VERSION_TAG)} -> {code_version}"
+                continue
+            parents = sorted(node.parent_keys, key=str)
+            if rebuilt := [str(p.to_user_string()) for p in parents if _parent_stale(stale, graph, p, partition)]:
+                stale[target] = f"upstream {', '.join(rebuilt)} is rebuilt"
+                continue
+            if changed := [
+                p.to_user_string() for p in parents if _input_changed(instance, graph, p, partition, record)
+            ]:
+                stale[target] = f"new data in {', '.join(changed)}"
+                continue
+            if partition in declared and recorded_fingerprint(record) not in (None, declared[partition]):
+                stale[target] = f"experiment {partition} changed in its YAML since it was trained"
+                continue
+            op_names = [op.name for op in op_defs(defs, key)]
+            if any(name in requested_ops for name in op_names):
+                run = instance.get_run_by_id(record.run_id)
+                previous = ((run.run_config if run else {}) or {}).get("ops", {})
+                if any(previous.get(name, {}) != requested_ops.get(name, {}) for name in op_names):
+                    stale[target] = "run config differs from the last materialization's"
     return stale
 
 
-def _input_changed(instance: dg.DagsterInstance, parent: dg.AssetKey, tags: Mapping[str, str]) -> bool:
-    read = tags.get(_INPUT_DATA_VERSION_TAG + parent.to_user_string())
-    event = instance.get_latest_materialization_event(parent)
-    current = (event.asset_materialization.tags or {}).get(_DATA_VERSION_TAG) if event else None
-    return current is not None and read != current
+def _parent_partitions(graph: Any, parent: dg.AssetKey, partition: str | None) -> list[str | None] | None:
+    """The partitions of `parent` a target reads: the same one, every one (None), or the parent whole ([None])."""
+    if graph.get(parent).partitions_def is None:
+        return [None]
+    return [partition] if partition is not None else None
+
+
+def _parent_stale(stale: Mapping[Target, str], graph: Any, parent: dg.AssetKey, partition: str | None) -> bool:
+    read = _parent_partitions(graph, parent, partition)
+    return any(t.key == parent and (read is None or t.partition in read) for t in stale)
+
+
+def _input_changed(
+    instance: dg.DagsterInstance, graph: Any, parent: dg.AssetKey, partition: str | None, record: dg.EventLogRecord
+) -> bool:
+    read = _parent_partitions(graph, parent, partition)
+    if read is None:  # an unpartitioned asset reading every partition: any partition written since it last ran
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=parent, after_storage_id=record.storage_id), limit=1
+        ).records
+        return bool(records)
+    recorded = input_data_version(instance, record, parent)
+    latest = latest_materialization(instance, parent, read[0])
+    current = (latest.asset_materialization.tags or {}).get(_DATA_VERSION_TAG) if latest else None
+    return current is not None and recorded != current
+
+
+def input_data_version(instance: dg.DagsterInstance, record: dg.EventLogRecord, parent: dg.AssetKey) -> str | None:
+    """The data version of `parent` that the materialization in `record` read. Dagster points at the parent's
+    materialization it read; the data version is taken from there, since for a partitioned parent the recorded
+    `input_data_version` tag is not the partition's own data version."""
+    tags = record.asset_materialization.tags or {}
+    pointer = tags.get(_INPUT_EVENT_POINTER_TAG + parent.to_user_string())
+    if pointer is None:
+        return tags.get(_INPUT_DATA_VERSION_TAG + parent.to_user_string())
+    read = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=parent, storage_ids=[int(pointer)]), limit=1
+    ).records
+    return (read[0].asset_materialization.tags or {}).get(_DATA_VERSION_TAG) if read else None
 
 
 def op_defs(defs: dg.Definitions, key: dg.AssetKey) -> list[dg.OpDefinition]:

@@ -1,4 +1,5 @@
-"""`evaluate/evaluation_report`: the model on the held-out test split, beside unigram and bigram baselines."""
+"""`evaluate/evaluation_report`: each experiment's model on the held-out test split, beside unigram and bigram
+baselines; partitioned like the model, one partition per experiment."""
 
 import dagster as dg
 import numpy as np
@@ -33,6 +34,7 @@ def _metrics_table(rows: dict[str, dict[str, float]]) -> str:
     ins=inputs(trained_model=TRAINED_MODEL, vocabulary=VOCABULARY, train_tokens=TRAIN_TOKENS, test_tokens=TEST_TOKENS),
     code_version="1",
     automation_condition=ON_UPSTREAM_CHANGE,
+    kinds={"pytorch", "json"},
 )
 def evaluation_report(
     context: dg.AssetExecutionContext,
@@ -61,8 +63,8 @@ def evaluation_report(
             "bits_per_character": dg.MetadataValue.float(model_metrics["bits_per_character"]),
             "accuracy": dg.MetadataValue.float(model_metrics["accuracy"]),
             "bigram_loss": dg.MetadataValue.float(baselines["bigram"]["loss"]),
-            SUMMARY_METADATA_KEY: f"test loss {model_metrics['loss']:.4f} nats/char, bigram baseline "
-            f"{baselines['bigram']['loss']:.4f}",
+            SUMMARY_METADATA_KEY: f"{context.partition_key}: test loss {model_metrics['loss']:.4f} nats/char, "
+            f"bigram baseline {baselines['bigram']['loss']:.4f}",
             "metrics": dg.MetadataValue.md(_metrics_table({"transformer": model_metrics, **baselines})),
             "samples": dg.MetadataValue.md(
                 "\n\n".join(f"**{s['prompt'].strip()}**\n```\n{s['prompt']}{s['completion']}\n```" for s in samples)
@@ -70,6 +72,7 @@ def evaluation_report(
         }
     )
     return {
+        "experiment": context.partition_key,
         "model": model_metrics,
         "baselines": baselines,
         "samples": samples,

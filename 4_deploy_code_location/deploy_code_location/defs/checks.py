@@ -2,10 +2,11 @@
 
 import dagster as dg
 
-from deploy_code_location.release import ONNX_MODEL_KEY, RELEASE_KEY
-from deploy_code_location.smoke_test import SMOKE_PROMPT
-from shared_code_location.asset_keys import TRAINED_MODEL
-from shared_code_location.storage_formats import TensorBundle, sha256_hex
+from deploy_code_location.defs.leaderboard import LEADERBOARD_KEY
+from deploy_code_location.defs.release import ONNX_MODEL_KEY, RELEASE_KEY, winning_model
+from deploy_code_location.defs.smoke_test import SMOKE_PROMPT
+from shared_code_location.asset_keys import IO_MANAGER_KEY
+from shared_code_location.storage_formats import sha256_hex
 
 #: Largest |ONNX Runtime − PyTorch| logit difference accepted on any parity shape.
 PARITY_TOLERANCE = 1e-4
@@ -14,14 +15,20 @@ RELEASE_CHECK_TOKENS = 50
 
 
 @dg.asset_check(
-    asset=ONNX_MODEL_KEY, additional_ins={"trained_model": dg.AssetIn(key=TRAINED_MODEL.key)}, blocking=True
+    asset=ONNX_MODEL_KEY,
+    additional_ins={"leaderboard": dg.AssetIn(key=LEADERBOARD_KEY)},
+    required_resource_keys={IO_MANAGER_KEY},
+    blocking=True,
 )
-def onnx_matches_pytorch(onnx_model: bytes, trained_model: TensorBundle) -> dg.AssetCheckResult:
-    """ONNX Runtime's logits equal PyTorch's within 1e-4 on several (batch, sequence) shapes."""
+def onnx_matches_pytorch(
+    context: dg.AssetCheckExecutionContext, onnx_model: bytes, leaderboard: dict
+) -> dg.AssetCheckResult:
+    """ONNX Runtime's logits equal PyTorch's (the winning experiment's weights) within 1e-4 on several (batch,
+    sequence) shapes."""
     from deploy_code_location.onnx_export import max_logit_difference
     from shared_code_location.transformer import from_tensor_bundle
 
-    differences = max_logit_difference(from_tensor_bundle(trained_model), onnx_model)
+    differences = max_logit_difference(from_tensor_bundle(winning_model(context, leaderboard)), onnx_model)
     worst = max(differences.values())
     return dg.AssetCheckResult(
         passed=worst <= PARITY_TOLERANCE,

@@ -1,4 +1,5 @@
-"""`deploy/onnx_model` → `deploy/release` → `deploy/latest_release`: export, publish, then move the pointer.
+"""`deploy/leaderboard` → `deploy/onnx_model` → `deploy/release` → `deploy/latest_release`: export the winning
+experiment's model, publish it, then move the pointer.
 
 Each step is gated by blocking checks: parity before a release is written, a load-and-generate test of the written
 release before `latest.json` moves to it.
@@ -9,6 +10,7 @@ import json
 
 import dagster as dg
 
+from deploy_code_location.defs.leaderboard import LEADERBOARD_KEY
 from deploy_code_location.onnx_signature import OPSET, SIGNATURE
 from shared_code_location.asset_keys import (
     DEPLOY_PREFIX,
@@ -24,11 +26,13 @@ from shared_code_location.automation import ON_UPSTREAM_CHANGE
 from shared_code_location.resources import OutputFolderResource
 from shared_code_location.runs import SUMMARY_METADATA_KEY
 from shared_code_location.storage_formats import StorageFormat, TensorBundle, sha256_hex
+from shared_code_location.versions import latest_materialization
 
 ONNX_MODEL_KEY = dg.AssetKey([DEPLOY_PREFIX, "onnx_model"])
 RELEASE_KEY = dg.AssetKey([DEPLOY_PREFIX, "release"])
 LATEST_RELEASE_KEY = dg.AssetKey([DEPLOY_PREFIX, "latest_release"])
-#: Upstream assets whose data versions a model card records, so a release traces back to its exact inputs.
+#: Upstream assets whose data versions a model card records (the winner's partition of the partitioned ones), so a
+#: release traces back to its exact inputs.
 _LINEAGE_KEYS = (
     TRAINED_MODEL.key,
     EVALUATION_REPORT.key,
@@ -39,31 +43,49 @@ _LINEAGE_KEYS = (
 )
 
 
+def winning_model(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext, leaderboard: dict) -> TensorBundle:
+    """The winner's weights, as evaluated: fails if the experiment was retrained since its evaluation (the
+    automation then runs evaluate and the leaderboard again before exporting)."""
+    winner = leaderboard["winner"]
+    record = latest_materialization(context.instance, TRAINED_MODEL.key, winner)
+    current = (record.asset_materialization.tags or {}).get("dagster/data_version") if record else None
+    if current != leaderboard["winner_model_data_version"]:
+        raise dg.Failure(
+            f"experiment {winner!r} was retrained after the evaluation the leaderboard ranked "
+            f"({leaderboard['winner_model_data_version']} -> {current}); evaluate it again first"
+        )
+    return context.resources.io_manager.load_partition(TRAINED_MODEL, winner)
+
+
 @dg.asset(
     key=ONNX_MODEL_KEY,
     group_name="deploy",
-    ins={"trained_model": dg.AssetIn(key=TRAINED_MODEL.key)},
+    ins={"leaderboard": dg.AssetIn(key=LEADERBOARD_KEY)},
     metadata={"storage_format": StorageFormat.ONNX.value},
     io_manager_key=IO_MANAGER_KEY,
-    code_version="3",  # 2: key/value cache in the exported graph, opset 23; 3: positions and a cache mask per row
+    # The IO manager also reads the one winning partition of model/trained_model (not every experiment's weights).
+    required_resource_keys={IO_MANAGER_KEY},
+    code_version="4",  # 3: positions and a cache mask per row; 4: the leaderboard's winner
     automation_condition=ON_UPSTREAM_CHANGE,
+    kinds={"onnx"},
 )
-def onnx_model(context: dg.AssetExecutionContext, trained_model: TensorBundle) -> bytes:
-    """The model exported with the dynamo ONNX exporter: one file, key/value cache in and out, dynamic batch,
-    sequence and cached length (see `onnx_signature`)."""
+def onnx_model(context: dg.AssetExecutionContext, leaderboard: dict) -> bytes:
+    """The winning experiment's model exported with the dynamo ONNX exporter: one file, key/value cache in and out,
+    dynamic batch, sequence and cached length (see `onnx_signature`)."""
     from deploy_code_location.onnx_export import export_onnx
     from shared_code_location.transformer import from_tensor_bundle
 
-    data = export_onnx(from_tensor_bundle(trained_model))
-    context.add_output_metadata({"onnx_bytes": len(data), "opset": OPSET})
+    data = export_onnx(from_tensor_bundle(winning_model(context, leaderboard)))
+    context.add_output_metadata({"onnx_bytes": len(data), "opset": OPSET, "experiment": leaderboard["winner"]})
     return data
 
 
-def _upstream_data_versions(context: dg.AssetExecutionContext) -> dict[str, str | None]:
+def _upstream_data_versions(context: dg.AssetExecutionContext, experiment: str) -> dict[str, str | None]:
     versions = {}
     for key in _LINEAGE_KEYS:
-        event = context.instance.get_latest_materialization_event(key)
-        tags = event.asset_materialization.tags if event and event.asset_materialization else {}
+        partitioned = key in (TRAINED_MODEL.key, EVALUATION_REPORT.key)
+        record = latest_materialization(context.instance, key, experiment if partitioned else None)
+        tags = record.asset_materialization.tags if record else {}
         versions[key.to_user_string()] = (tags or {}).get("dagster/data_version")
     return versions
 
@@ -76,6 +98,8 @@ def _model_card_markdown(card: dict) -> str:
             f"# Model card — release {card['version']}",
             "",
             "A character-level decoder-only transformer trained on the corpus in `example_input_files_resource/`.",
+            "",
+            f"Experiment **{card['experiment']['name']}**: {card['experiment']['why']}.",
             "",
             "| metric (test split) | model | bigram baseline |",
             "|---|---|---|",
@@ -100,35 +124,39 @@ def _model_card_markdown(card: dict) -> str:
     ins={
         "onnx_model": dg.AssetIn(key=ONNX_MODEL_KEY),
         "vocabulary": dg.AssetIn(key=VOCABULARY.key),
-        "evaluation_report": dg.AssetIn(key=EVALUATION_REPORT.key),
+        "leaderboard": dg.AssetIn(key=LEADERBOARD_KEY),
     },
     io_manager_key=IO_MANAGER_KEY,
     metadata={"storage_format": StorageFormat.JSON.value},
-    code_version="2",  # 2: the model card describes the cache signature
+    code_version="3",  # 2: the model card describes the cache signature; 3: and the experiment that won, and why
     automation_condition=ON_UPSTREAM_CHANGE,
     # A shared or network filesystem can fail transiently; each attempt writes a new staging folder.
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
+    kinds={"onnx", "json"},
+    owners=["team:ml"],
 )
 def release(
     context: dg.AssetExecutionContext,
     output_folder: OutputFolderResource,
     onnx_model: bytes,
     vocabulary: dict,
-    evaluation_report: dict,
+    leaderboard: dict,
 ) -> dict:
-    """A new immutable release folder: model.onnx, vocabulary.json, model_card.json/.md (config, metrics, sha256,
-    upstream data versions). Earlier releases are kept."""
+    """A new immutable release folder: model.onnx, vocabulary.json, model_card.json/.md (the winning experiment and
+    why, config, metrics, sha256, upstream data versions). Earlier releases are kept."""
+    evaluation_report = leaderboard["winner_report"]
     model_sha = sha256_hex(onnx_model)
     version = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{model_sha[:8]}"
     card = {
         "version": version,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "model_sha256": model_sha,
+        "experiment": {"name": leaderboard["winner"], "why": leaderboard["why"], "leaderboard": leaderboard["rows"]},
         "model_config": evaluation_report["model_config"],
         "training": evaluation_report["training_summary"],
         "metrics": {"model": evaluation_report["model"], "baselines": evaluation_report["baselines"]},
         "samples": evaluation_report["samples"],
-        "upstream_data_versions": _upstream_data_versions(context),
+        "upstream_data_versions": _upstream_data_versions(context, leaderboard["winner"]),
         "dagster_run_id": context.run.run_id,
         "onnx": {"opset": OPSET, **SIGNATURE},
     }
@@ -150,6 +178,7 @@ def release(
             "folder": dg.MetadataValue.path(str(folder)),
             "model_card": dg.MetadataValue.md(_model_card_markdown(card)),
             "model_sha256": model_sha,
+            "experiment": leaderboard["winner"],
         }
     )
     return {"version": version, "path": str(folder), "model_sha256": model_sha}
@@ -163,6 +192,7 @@ def release(
     metadata={"storage_format": StorageFormat.JSON.value},
     code_version="1",
     automation_condition=ON_UPSTREAM_CHANGE,
+    kinds={"json"},
 )
 def latest_release(context: dg.AssetExecutionContext, output_folder: OutputFolderResource, release: dict) -> dict:
     """`latest.json`, moved to the new release. Runs only after every blocking check upstream passed."""

@@ -1,0 +1,84 @@
+"""The `Experiments` component: training runs declared in YAML (`defs/experiments/defs.yaml`), no Python.
+
+Each experiment is a name, a preset and overrides of any `TrainingConfig` field; each is a partition of
+`model/trained_model`. The YAML is checked twice against the same models: by `dg check yaml` (an unknown field, a
+wrong type or an unknown preset, with the line) and when the location loads (the same, plus duplicate names and
+combinations no single field can check), each error naming the file, the experiment and the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import dagster as dg
+import pydantic
+from pydantic import Field
+
+from model_code_location.presets import PRESETS, TrainingConfig
+from shared_code_location.experiments import fingerprint
+
+#: What an experiment may override: every `TrainingConfig` field but `preset`, with its type and bounds.
+ExperimentOverrides = pydantic.create_model(
+    "ExperimentOverrides",
+    __base__=(dg.Model, dg.Resolvable),
+    __doc__="Hyperparameters that differ from the experiment's preset; any field of `TrainingConfig`.",
+    **{name: (field.annotation, field) for name, field in TrainingConfig.model_fields.items() if name != "preset"},
+)
+
+
+class ExperimentConfigError(ValueError):
+    """An experiments YAML that cannot be used, with the file, the experiment and the field it is about."""
+
+
+class Experiment(dg.Model, dg.Resolvable):
+    """One training configuration, trained and evaluated as its own partition."""
+
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        description="the partition key: lower-case letters, digits, '-' and '_'",
+    )
+    description: str = ""
+    preset: Literal[tuple(PRESETS)] | None = Field(  # type: ignore[valid-type]
+        default=None, description="the preset the overrides start from; empty: the location's default preset"
+    )
+    overrides: ExperimentOverrides = Field(default_factory=ExperimentOverrides)  # type: ignore[valid-type]
+
+    def declaration(self) -> dict[str, Any]:
+        """What the experiment trains with, as `TrainingConfig.resolved` takes it: preset and set overrides."""
+        return {"preset": self.preset, "overrides": self.overrides.model_dump(mode="json", exclude_none=True)}
+
+
+class Experiments(dg.Component, dg.Model, dg.Resolvable):
+    """Experiments as partitions of `model/trained_model`, and the sensor that keeps the partitions (and the runs
+    they need) in step with this YAML."""
+
+    experiments: list[Experiment] = Field(min_length=1)
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        from model_code_location.trained_model import build_trained_model, experiments_sensor
+
+        declarations = validated_declarations(self.experiments, context.path / "defs.yaml")
+        model = build_trained_model(declarations)
+        return dg.Definitions(assets=[model], sensors=[experiments_sensor(model, declarations)])
+
+
+def validated_declarations(experiments: list[Experiment], source: Path) -> dict[str, dict[str, Any]]:
+    """`{name: declaration}`; raises `ExperimentConfigError` naming `source`, the experiment and the field for a
+    duplicate name or a combination of fields that cannot train (which a field's own type cannot catch)."""
+    declarations: dict[str, dict[str, Any]] = {}
+    for experiment in experiments:
+        if experiment.name in declarations:
+            raise ExperimentConfigError(f"{source}: experiment {experiment.name!r}: name: declared twice")
+        declaration = experiment.declaration()
+        try:
+            TrainingConfig().resolved(declaration)
+        except ValueError as error:
+            raise ExperimentConfigError(f"{source}: experiment {experiment.name!r}: overrides: {error}") from error
+        declarations[experiment.name] = declaration
+    return declarations
+
+
+def fingerprints(declarations: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """`{name: fingerprint}` of the declarations, in declaration order."""
+    return {name: fingerprint(declaration) for name, declaration in declarations.items()}

@@ -1,0 +1,14 @@
+"""The shared IO manager, the automation sensor, and one process per run."""
+
+import dagster as dg
+
+from shared_code_location.automation import automation_sensor
+from shared_code_location.resources import pipeline_resources
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    """Resources, executor and automation sensor of this location."""
+    return dg.Definitions(
+        resources=pipeline_resources(), executor=dg.in_process_executor, sensors=[automation_sensor("3_evaluate")]
+    )

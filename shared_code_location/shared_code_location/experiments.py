@@ -1,0 +1,75 @@
+"""Experiments: named training configurations, each a partition of the model and of its evaluation.
+
+The model location declares them (its `defs/experiments/defs.yaml`); the evaluate and deploy locations only see
+the partitions. The partitions are *dynamic* and instance-wide: the set lives in the Dagster instance, not in code,
+so a location that never imports the model location's code still partitions by the same names, and adding an
+experiment to the YAML needs no code change anywhere else. A static list would have to be repeated in every
+location that partitions by it, and a time window means nothing here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+
+from shared_code_location.versions import latest_materialization
+
+#: The partitions of `model/trained_model` and `evaluate/evaluation_report`: one per declared experiment.
+EXPERIMENTS = dg.DynamicPartitionsDefinition(name="experiments")
+
+#: Definition metadata of the asset that declares the experiments: `{name: fingerprint}`, in declaration order.
+DECLARED_METADATA_KEY = "declared_experiments"
+#: Materialization metadata: the fingerprint of the experiment's declaration the partition was trained with.
+FINGERPRINT_METADATA_KEY = "experiment_fingerprint"
+
+
+def fingerprint(declaration: Mapping[str, Any]) -> str:
+    """A short hash of an experiment's declaration (preset and overrides): it changes when the YAML entry does."""
+    return hashlib.sha256(json.dumps(declaration, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def declared_experiments(defs: dg.Definitions) -> dict[str, str]:
+    """`{name: fingerprint}` of the experiments the assets of `defs` declare; empty in locations that only consume."""
+    declared: dict[str, str] = {}
+    for assets_def in defs.resolve_asset_graph().assets_defs:
+        for spec in assets_def.specs:
+            value = (spec.metadata or {}).get(DECLARED_METADATA_KEY)
+            declared.update(getattr(value, "value", value) or {})
+    return declared
+
+
+def partition_sync_requests(instance: dg.DagsterInstance, declared: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """(added, removed): experiment names to add to and delete from the instance's partitions to match `declared`."""
+    current = set(instance.get_dynamic_partitions(EXPERIMENTS.name))
+    return [name for name in declared if name not in current], sorted(current - set(declared))
+
+
+def sync_partitions(instance: dg.DagsterInstance, declared: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """Make the instance's experiment partitions the declared ones; returns (added, removed)."""
+    added, removed = partition_sync_requests(instance, declared)
+    if added:
+        instance.add_dynamic_partitions(EXPERIMENTS.name, added)
+    for name in removed:
+        instance.delete_dynamic_partition(EXPERIMENTS.name, name)
+    return added, removed
+
+
+def recorded_fingerprint(record: dg.EventLogRecord | None) -> str | None:
+    """The experiment fingerprint a materialization recorded, or None."""
+    materialization = record.asset_materialization if record else None
+    value = (materialization.metadata if materialization else {}).get(FINGERPRINT_METADATA_KEY)
+    return getattr(value, "value", value)
+
+
+def changed_experiments(instance: dg.DagsterInstance, key: dg.AssetKey, declared: Mapping[str, str]) -> list[str]:
+    """Declared experiments whose partition of `key` was trained with a different declaration than today's."""
+    changed = []
+    for name, current in declared.items():
+        recorded = recorded_fingerprint(latest_materialization(instance, key, name))
+        if recorded is not None and recorded != current:
+            changed.append(name)
+    return changed
