@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))  # the CLI's package: the tests read the locations as the CLI does
@@ -19,6 +20,9 @@ from shared_code_location import settings  # noqa: E402
 from shared_code_location.net import free_port  # noqa: E402
 
 LOCATION_NAMES = [env.name for env in LOCATIONS]
+#: The model location's experiments file, and the experiments it declares, in order (read as data, not imported).
+EXPERIMENTS_YAML = ROOT / "2_model_code_location" / "model_code_location" / "defs" / "experiments" / "defs.yaml"
+EXPERIMENTS = [entry["name"] for entry in yaml.safe_load(EXPERIMENTS_YAML.read_text())["attributes"]["experiments"]]
 
 
 def isolated(folder: Path) -> dict[str, str]:

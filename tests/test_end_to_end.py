@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from conftest import LOCATION_NAMES, ROOT, run_cli
+from conftest import EXPERIMENTS, LOCATION_NAMES, ROOT, run_cli
 
 
 def test_pipeline_produces_a_release_that_onnx_runtime_serves(tiny_pipeline):
@@ -15,8 +15,12 @@ def test_pipeline_produces_a_release_that_onnx_runtime_serves(tiny_pipeline):
         assert f"[{position}/{len(LOCATION_NAMES)}] {name}" in result.stdout
     # Each location said why it ran, and the assets' own summaries and progress came through.
     assert "etl/corpus: reads from outside Dagster (input_folder)" in result.stdout
-    assert "model/trained_model: never materialized" in result.stdout
+    # Each experiment of defs/experiments/defs.yaml is its own partition (all tiny here: --preset replaces them).
+    for experiment in EXPERIMENTS:
+        assert f"model/trained_model[{experiment}]: never materialized" in result.stdout
+        assert f"evaluate/evaluation_report[{experiment}]: never materialized" in result.stdout
     assert "model/trained_model: step 300/300" in result.stdout
+    assert "deploy/leaderboard: released experiment: " in result.stdout
     releases = folder / "releases"
     latest = json.loads((releases / "latest.json").read_text())
     release_folder = releases / latest["path"]
@@ -29,6 +33,8 @@ def test_pipeline_produces_a_release_that_onnx_runtime_serves(tiny_pipeline):
     ]
     card = json.loads((release_folder / "model_card.json").read_text())
     assert card["model_config"]["n_layer"] == 2  # the tiny preset reached the model location
+    assert card["experiment"]["name"] in EXPERIMENTS and "lowest validation loss" in card["experiment"]["why"]
+    assert sorted(row["experiment"] for row in card["experiment"]["leaderboard"]) == sorted(EXPERIMENTS)
     assert card["metrics"]["model"]["loss"] < card["metrics"]["baselines"]["bigram"]["loss"]
     assert all(card["upstream_data_versions"].values()), card["upstream_data_versions"]
 
@@ -51,12 +57,21 @@ def test_pipeline_produces_a_release_that_onnx_runtime_serves(tiny_pipeline):
     assert json.loads((releases / "latest.json").read_text()) == latest
 
 
-def test_other_config_retrains_and_a_bad_preset_variable_fails_the_run_with_its_message(tiny_pipeline):
+def test_other_config_retrains_one_experiment_and_a_bad_preset_variable_fails_the_run(tiny_pipeline):
     env, _, _ = tiny_pipeline
-    retrain = run_cli("run", "--preset", "tiny", "--set", "max_iters=200", "--from", "2_model", env=env)
+    first, other = EXPERIMENTS[0], EXPERIMENTS[1]
+    args = ("run", "--preset", "tiny", "--set", "max_iters=200", "--from", "2_model", "--experiment", other)
+    retrain = run_cli(*args, env=env)
     assert retrain.returncode == 0, retrain.stdout + retrain.stderr
-    assert "model/trained_model: run config differs from the last materialization's" in retrain.stdout
+    assert f"model/trained_model[{other}]: run config differs from the last materialization's" in retrain.stdout
+    assert f"evaluate/evaluation_report[{other}]: new data in model/trained_model" in retrain.stdout
+    assert f"[{first}]" not in retrain.stdout  # the other experiment is not touched
     assert "model/trained_model: step 200/200" in retrain.stdout
+    assert "deploy/leaderboard: new data in evaluate/evaluation_report" in retrain.stdout
+
+    unknown = run_cli("run", "--only", "2_model", "--experiment", "nope", env=env)
+    assert unknown.returncode != 0
+    assert f"no experiment named 'nope'; the experiments are: {', '.join(EXPERIMENTS)}" in unknown.stderr
 
     bad = run_cli("run", "--only", "2_model", "--force", env=env | {"ML_PIPELINE_TRAINING_PRESET": "nope"})
     assert bad.returncode != 0
@@ -89,7 +104,7 @@ def test_a_failure_prints_its_cause_and_stops_the_pipeline(make_input, cause, is
     result = run_cli("run", "--preset", "tiny", env=isolated_env | {"ML_PIPELINE_INPUT_DIR": str(inputs)})
     assert result.returncode != 0
     assert "1_etl failed:" in result.stderr
-    assert cause.format("etl_code_location.ingest", folder=inputs) in result.stderr, result.stderr
+    assert cause.format("etl_code_location.defs.ingest", folder=inputs) in result.stderr, result.stderr
     assert "[2/" not in result.stdout
 
 

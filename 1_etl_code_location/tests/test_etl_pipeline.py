@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from etl_code_location.definitions import defs
-from etl_code_location.ingest import CorpusError, normalize_text, read_text_file
-from etl_code_location.split import SplitConfig, split_boundaries
+from etl_code_location.defs.ingest import CorpusError, normalize_text, read_text_file
+from etl_code_location.defs.split import SplitConfig, split_boundaries
 from shared_code_location.asset_keys import IO_MANAGER_KEY
 from shared_code_location.io_manager import PipelineIOManager
 from shared_code_location.resources import InputFilesResource

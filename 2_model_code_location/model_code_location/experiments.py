@@ -72,7 +72,7 @@ def validated_declarations(experiments: list[Experiment], source: Path) -> dict[
             raise ExperimentConfigError(f"{source}: experiment {experiment.name!r}: name: declared twice")
         declaration = experiment.declaration()
         try:
-            TrainingConfig().resolved(declaration)
+            TrainingConfig().resolved(declaration, environment=False)
         except ValueError as error:
             raise ExperimentConfigError(f"{source}: experiment {experiment.name!r}: overrides: {error}") from error
         declarations[experiment.name] = declaration

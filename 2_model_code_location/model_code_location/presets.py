@@ -47,18 +47,19 @@ Preset = enum.Enum("Preset", {name: name for name in PRESETS}, type=str)
 #: Where training runs.
 Device = enum.Enum("Device", {name: name for name in ("auto", "cpu", "cuda")}, type=str)
 
-#: The preset of runs launched without config, unless `$ML_PIPELINE_TRAINING_PRESET` names another.
+#: The preset of an experiment that names none.
 DEFAULT_PRESET = "quick"
 
 
-def default_preset() -> str:
-    """`$ML_PIPELINE_TRAINING_PRESET` (e.g. `gpu` on a GPU deployment), else `DEFAULT_PRESET`.
+def forced_preset() -> str | None:
+    """`$ML_PIPELINE_TRAINING_PRESET`, if set: a preset that replaces every experiment's own, as `--preset` does
+    (a smoke-test deployment that trains `tiny` everywhere, say).
 
     Read when a run starts, not when the location loads: a bad value fails that run with this message instead of
     taking the whole location (and its sensors and schedules) down.
     """
-    preset = settings.TRAINING_PRESET.get() or DEFAULT_PRESET
-    if preset not in PRESETS:
+    preset = settings.TRAINING_PRESET.get()
+    if preset and preset not in PRESETS:
         raise ValueError(
             f"{settings.TRAINING_PRESET.name}={preset!r} is not a preset; choose one of {', '.join(PRESETS)}"
         )
@@ -93,15 +94,16 @@ class TrainingConfig(dg.Config):
     log_interval: int | None = Field(default=None, ge=1)
     checkpoint_interval: int | None = Field(default=None, ge=0, description="steps between checkpoints; 0: none")
 
-    def resolved(self, experiment: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The hyperparameters: the preset (this config's, else the experiment's, else the default), then the
-        experiment's overrides (unless this config names a preset), then this config's fields; plus device and
-        seed. `experiment` is a declaration `{"preset": ..., "overrides": {...}}` as in the experiments YAML."""
+    def resolved(self, experiment: Mapping[str, Any] | None = None, environment: bool = True) -> dict[str, Any]:
+        """The hyperparameters: the preset (this config's, else `$ML_PIPELINE_TRAINING_PRESET` unless
+        `environment` is off, else the experiment's, else the default), then the experiment's overrides (unless a
+        preset was forced), then this config's fields; plus device and seed. `experiment` is a declaration
+        `{"preset": ..., "overrides": {...}}` as in the experiments YAML."""
         experiment = experiment or {}
-        if self.preset:
-            preset, overrides = self.preset.value, {}
+        if forced := (self.preset.value if self.preset else (forced_preset() if environment else None)):
+            preset, overrides = forced, {}
         else:
-            preset, overrides = experiment.get("preset") or default_preset(), dict(experiment.get("overrides") or {})
+            preset, overrides = experiment.get("preset") or DEFAULT_PRESET, dict(experiment.get("overrides") or {})
         if preset not in PRESETS:
             raise ValueError(f"preset {preset!r} is not one of {', '.join(PRESETS)}")
         mine = {k: getattr(v, "value", v) for k, v in self.model_dump().items() if k != "preset" and v is not None}

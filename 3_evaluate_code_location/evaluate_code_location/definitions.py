@@ -1,7 +1,5 @@
 """The 3_evaluate code location: everything under `defs/`, loaded as a `dg` project."""
 
-from pathlib import Path
+from shared_code_location.definitions import load_location
 
-import dagster as dg
-
-defs = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+defs = load_location(__file__)

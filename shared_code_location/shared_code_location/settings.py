@@ -68,8 +68,8 @@ POSTGRES_URL = Setting(
 TRAINING_PRESET = Setting(
     "ML_PIPELINE_TRAINING_PRESET",
     None,
-    "The training preset of runs launched without config (automation, schedules, the UI); default: the model "
-    "location's own default preset.",
+    "A training preset that replaces every experiment's own (as `cli.py run --preset` does), for smoke tests and "
+    "CI; default: none, each experiment trains as declared.",
 )
 
 #: All of them, in the order the README's table lists them.

@@ -30,7 +30,7 @@ def build(code_version: str = "1"):
 
 
 def keys(stale: dict) -> dict[str, str]:
-    return {key.to_user_string(): reason for key, reason in stale.items()}
+    return {str(target): reason for target, reason in stale.items()}
 
 
 def test_reasons_an_asset_is_stale():

@@ -78,6 +78,7 @@ def normalize_corpus(context: dg.OpExecutionContext, documents: list[dict[str, s
     metadata={"storage_format": StorageFormat.TEXT.value},
     code_version="1",
     tags={EXTERNAL_INPUT_TAG: "input_folder"},
+    kinds={"text"},
 )
 def corpus() -> str:
     return normalize_corpus(read_corpus_files())

@@ -13,6 +13,7 @@ from shared_code_location.versions import versioned_output
     group_name="etl",
     ins={"text_splits": dg.AssetIn(key=["etl", "text_splits"])},
     code_version="1",
+    kinds={"json"},
 )
 def vocabulary(context: dg.AssetExecutionContext, text_splits: dict) -> dg.Output[dict]:
     """Character vocabulary of the train split (id 0 is the unknown symbol), with the other splits' OOV rates."""

@@ -43,6 +43,7 @@ def split_boundaries(text: str, train_fraction: float, validation_fraction: floa
     ins={"corpus": dg.AssetIn(key=["etl", "corpus"])},
     metadata={"storage_format": StorageFormat.JSON.value},
     code_version="1",
+    kinds={"json"},
 )
 def text_splits(context: dg.AssetExecutionContext, config: SplitConfig, corpus: str) -> dg.Output[dict]:
     """The corpus cut into train, validation and test text, with the offsets of each block."""

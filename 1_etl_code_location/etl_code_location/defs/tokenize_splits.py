@@ -14,7 +14,12 @@ _SPLIT_ASSETS = {"train": TRAIN_TOKENS, "validation": VALIDATION_TOKENS, "test":
 @dg.multi_asset(
     outs={
         f"{split}_tokens": dg.AssetOut(
-            key=asset.key, description=asset.description, metadata=asset.metadata, code_version="1", group_name="etl"
+            key=asset.key,
+            description=asset.description,
+            metadata=asset.metadata,
+            code_version="1",
+            group_name="etl",
+            kinds={"numpy"},
         )
         for split, asset in _SPLIT_ASSETS.items()
     },
