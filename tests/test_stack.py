@@ -12,7 +12,17 @@ import time
 
 import pytest
 
-from conftest import LOCATION_NAMES, ROOT, child_groups, graphql, group_alive, isolated, location_statuses, run_cli
+from conftest import (
+    EXPERIMENTS,
+    LOCATION_NAMES,
+    ROOT,
+    child_groups,
+    graphql,
+    group_alive,
+    isolated,
+    location_statuses,
+    run_cli,
+)
 from shared_code_location.net import free_port, port_is_free, wait_until
 
 LOADED = ("LOADED", "RepositoryLocation")
@@ -144,6 +154,8 @@ def test_postgres_restarted_while_idle_and_webserver_and_daemon_recover_without_
 
 LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) { __typename
     ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
+ADD_PARTITION = """mutation($selector: RepositorySelector!, $key: String!) { addDynamicPartition(
+    repositorySelector: $selector, partitionsDefName: "experiments", partitionKey: $key) { __typename } }"""
 RUN = """query($id: ID!) { runOrError(runId: $id) { ... on Run { status tags { key value } } } }"""
 LOGS = """query($id: ID!) { logsForRun(runId: $id) { ... on EventConnection { events { __typename
     ... on MessageEvent { message } } } } }"""
@@ -159,18 +171,7 @@ def _messages(port: int, run_id: str) -> list[str]:
 
 
 def test_a_killed_training_run_is_marked_failed_and_its_retry_resumes_from_the_checkpoint(stack):
-    config = {"preset": "tiny", "max_iters": 3000, "checkpoint_interval": 200, "eval_interval": 1000}
-    params = {
-        "selector": {
-            "repositoryLocationName": "2_model",
-            "repositoryName": "__repository__",
-            "jobName": "training_job",
-        },
-        "runConfigData": {"ops": {"model__trained_model": {"config": config}}},
-    }
-    launched = graphql(stack.port, LAUNCH, {"params": params})["launchRun"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    run_id = launched["run"]["runId"]
+    run_id = _launch_training(stack.port, max_iters=3000, checkpoint_interval=200, eval_interval=1000)
     checkpoints = stack.home.parent / "storage" / "checkpoints" / "model"
     assert wait_until(lambda: any(checkpoints.glob("*.safetensors")), 120), _messages(stack.port, run_id)[-5:]
     pid = next(int(m.split("pid: ")[1].rstrip(").")) for m in _messages(stack.port, run_id) if "Started process" in m)
@@ -197,10 +198,13 @@ def test_a_killed_training_run_is_marked_failed_and_its_retry_resumes_from_the_c
 
 
 def _launch_training(port: int, **config) -> str:
+    """One tiny training run of the first experiment (its partition added first, if the sensor has not yet)."""
+    repository = {"repositoryLocationName": "2_model", "repositoryName": "__repository__"}
+    graphql(port, ADD_PARTITION, {"selector": repository, "key": EXPERIMENTS[0]})
     params = {
-        "selector": {"repositoryLocationName": "2_model", "repositoryName": "__repository__"}
-        | {"jobName": "training_job"},
+        "selector": repository | {"jobName": "training_job"},
         "runConfigData": {"ops": {"model__trained_model": {"config": {"preset": "tiny"} | config}}},
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": EXPERIMENTS[0]}]},
     }
     launched = graphql(port, LAUNCH, {"params": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched

@@ -21,7 +21,7 @@ from shared_code_location.experiments import fingerprint
 #: What an experiment may override: every `TrainingConfig` field but `preset`, with its type and bounds.
 ExperimentOverrides = pydantic.create_model(
     "ExperimentOverrides",
-    __base__=(dg.Model, dg.Resolvable),
+    __base__=dg.Model,
     __doc__="Hyperparameters that differ from the experiment's preset; any field of `TrainingConfig`.",
     **{name: (field.annotation, field) for name, field in TrainingConfig.model_fields.items() if name != "preset"},
 )
@@ -31,7 +31,7 @@ class ExperimentConfigError(ValueError):
     """An experiments YAML that cannot be used, with the file, the experiment and the field it is about."""
 
 
-class Experiment(dg.Model, dg.Resolvable):
+class Experiment(dg.Model):
     """One training configuration, trained and evaluated as its own partition."""
 
     name: str = Field(
@@ -49,11 +49,30 @@ class Experiment(dg.Model, dg.Resolvable):
         return {"preset": self.preset, "overrides": self.overrides.model_dump(mode="json", exclude_none=True)}
 
 
-class Experiments(dg.Component, dg.Model, dg.Resolvable):
-    """Experiments as partitions of `model/trained_model`, and the sensor that keeps the partitions (and the runs
-    they need) in step with this YAML."""
+class ExperimentsAttributes(dg.Model):
+    """The `attributes:` of the experiments YAML."""
 
     experiments: list[Experiment] = Field(min_length=1)
+
+
+class Experiments(dg.Component):
+    """Experiments as partitions of `model/trained_model`, and the sensor that keeps the partitions (and the runs
+    they need) in step with this YAML.
+
+    Plain typed attributes (not `Resolvable`, whose every field also takes a template string): so `dg check yaml`
+    refuses a wrong type or an unknown preset, not only an unknown field.
+    """
+
+    def __init__(self, experiments: list[Experiment]):
+        self.experiments = experiments
+
+    @classmethod
+    def get_model_cls(cls) -> type[ExperimentsAttributes]:
+        return ExperimentsAttributes
+
+    @classmethod
+    def load(cls, attributes: ExperimentsAttributes | None, context: dg.ComponentLoadContext) -> Experiments:
+        return cls(experiments=attributes.experiments if attributes else [])
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         from model_code_location.trained_model import build_trained_model, experiments_sensor

@@ -118,7 +118,8 @@ RUN --mount=type=cache,target=/root/.cache/uv uv venv "$VIRTUAL_ENV" && uv pip i
 COPY dg.toml dg.toml
 COPY shared_code_location/ shared_code_location/
 COPY {env.folder}/ {env.folder}/
-RUN --mount=type=cache,target=/root/.cache/uv uv pip install --no-deps ./shared_code_location ./{env.folder}
+# Editable: a dg project loads its defs/ folder (YAML included) from the project folder, beside its pyproject.toml.
+RUN --mount=type=cache,target=/root/.cache/uv uv pip install --no-deps ./shared_code_location --editable ./{env.folder}
 RUN useradd --create-home --uid 10001 dagster && mkdir -p /opt/dagster/home && chown dagster /opt/dagster/home
 USER 10001
 EXPOSE {GRPC_PORT}

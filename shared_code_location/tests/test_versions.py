@@ -74,3 +74,54 @@ def test_weights_version_ignores_header_timings():
     c = TensorBundle({"w": tensors["w"] + 1}, {"config": {"n": 1}})
     fmt = StorageFormat.SAFETENSORS
     assert content_version(fmt, a) == content_version(fmt, b) != content_version(fmt, c)
+
+
+def test_partitions_are_stale_one_by_one():
+    """Each experiment (partition) has its own staleness: new, trained, or its declaration changed."""
+    from shared_code_location.experiments import (
+        DECLARED_METADATA_KEY,
+        EXPERIMENTS,
+        FINGERPRINT_METADATA_KEY,
+        sync_partitions,
+    )
+
+    def build(declared: dict[str, str]) -> dg.Definitions:
+        @dg.asset(key=["model", "trained"], partitions_def=EXPERIMENTS, metadata={DECLARED_METADATA_KEY: declared})
+        def trained(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+            fingerprint = declared[context.partition_key]
+            return dg.MaterializeResult(metadata={FINGERPRINT_METADATA_KEY: fingerprint})
+
+        @dg.asset(key=["deploy", "board"], deps=[trained])
+        def board() -> None:
+            return None
+
+        return dg.Definitions(assets=[trained, board])
+
+    instance = dg.DagsterInstance.ephemeral()
+    declared = {"a": "1", "b": "1"}
+    defs = build(declared)
+    assert sync_partitions(instance, declared) == (["a", "b"], [])
+    assert keys(stale_assets(defs, instance)) == {
+        "model/trained[a]": "never materialized",
+        "model/trained[b]": "never materialized",
+        "deploy/board": "never materialized",
+    }
+    job = defs.resolve_implicit_global_asset_job_def()
+    for name in declared:
+        assert job.execute_in_process(instance=instance, partition_key=name, asset_selection=[dg.AssetKey(["model", "trained"])]).success  # fmt: skip
+    assert job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(["deploy", "board"])]).success
+    assert stale_assets(defs, instance) == {}
+
+    # One declaration changes, one experiment is added, one removed: only those partitions are stale.
+    declared = {"a": "2", "c": "1"}
+    defs = build(declared)
+    assert sync_partitions(instance, declared) == (["c"], ["b"])
+    assert keys(stale_assets(defs, instance)) == {
+        "model/trained[a]": "experiment a changed in its YAML since it was trained",
+        "model/trained[c]": "never materialized",
+        "deploy/board": "upstream model/trained is rebuilt",
+    }
+    assert keys(stale_assets(defs, instance, partitions=["c"])) == {
+        "model/trained[c]": "never materialized",
+        "deploy/board": "upstream model/trained is rebuilt",
+    }

@@ -1,0 +1,121 @@
+"""Experiments declared in YAML: partitions of the model, and bad YAML refused with the file, experiment and field.
+
+The bad-YAML cases run in a copy of this location (its venv linked), as a user would edit it: `dg check yaml` and
+loading the definitions both refuse the file, and nothing is dropped silently.
+"""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from model_code_location.definitions import defs
+from model_code_location.experiments import Experiment, ExperimentConfigError, validated_declarations
+from model_code_location.presets import TrainingConfig
+from shared_code_location.asset_keys import TRAINED_MODEL
+from shared_code_location.experiments import DECLARED_METADATA_KEY, EXPERIMENTS, fingerprint
+
+LOCATION = Path(__file__).resolve().parent.parent
+EXPERIMENTS_YAML = LOCATION / "model_code_location" / "defs" / "experiments" / "defs.yaml"
+SHIPPED = yaml.safe_load(EXPERIMENTS_YAML.read_text())["attributes"]["experiments"]
+
+
+def test_each_declared_experiment_is_a_partition_of_the_model():
+    node = defs.resolve_asset_graph().get(TRAINED_MODEL.key)
+    assert node.partitions_def == EXPERIMENTS
+    declared = node.metadata[DECLARED_METADATA_KEY].value
+    assert list(declared) == [entry["name"] for entry in SHIPPED]
+    sensor = defs.resolve_sensor_def("experiments_sensor")
+    assert sensor.job_name == "training_job"
+
+
+def test_an_experiment_trains_its_preset_with_its_overrides_and_run_config_on_top():
+    declaration = Experiment(name="wide", preset="tiny", overrides={"n_embd": 96, "n_head": 3}).declaration()
+    hp = TrainingConfig().resolved(declaration, environment=False)
+    assert (hp["preset"], hp["n_embd"], hp["n_head"], hp["n_layer"]) == ("tiny", 96, 3, 2)
+    assert TrainingConfig(max_iters=7).resolved(declaration, environment=False)["max_iters"] == 7
+    # A preset in the run config replaces the experiment, overrides and all.
+    replaced = TrainingConfig(preset="quick").resolved(declaration, environment=False)
+    assert (replaced["preset"], replaced["n_embd"]) == ("quick", 128)
+    # Changing the YAML entry changes its fingerprint, and only its own.
+    other = Experiment(name="wide", preset="tiny", overrides={"n_embd": 96, "n_head": 4}).declaration()
+    assert fingerprint(declaration) != fingerprint(other)
+
+
+def test_duplicates_and_impossible_combinations_name_the_file_and_the_experiment(tmp_path):
+    source = tmp_path / "defs.yaml"
+    twice = [Experiment(name="a"), Experiment(name="b"), Experiment(name="a")]
+    with pytest.raises(ExperimentConfigError, match=rf"{source}: experiment 'a': name: declared twice"):
+        validated_declarations(twice, source)
+    odd = [Experiment(name="ok"), Experiment(name="odd-heads", overrides={"n_embd": 100, "n_head": 3})]
+    with pytest.raises(ExperimentConfigError, match=r"experiment 'odd-heads': overrides: n_embd \(100\) must be a"):
+        validated_declarations(odd, source)
+
+
+@pytest.fixture
+def location_copy(tmp_path):
+    """This location's files in a temporary folder, with its venv linked: edit its YAML freely."""
+    copy = tmp_path / LOCATION.name
+    shutil.copytree(LOCATION, copy, ignore=shutil.ignore_patterns(".venv", "__pycache__", "*.egg-info", "tests"))
+    (copy / ".venv").symlink_to(LOCATION / ".venv")
+    return copy
+
+
+def _write(copy: Path, experiments: list[dict]) -> Path:
+    path = copy / "model_code_location" / "defs" / "experiments" / "defs.yaml"
+    document = yaml.safe_load(path.read_text())
+    document["attributes"]["experiments"] = experiments
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def _load(copy: Path) -> subprocess.CompletedProcess:
+    # The copy is first on sys.path, so its package (and YAML) is the one loaded.
+    code = "from model_code_location.definitions import defs; print(len(defs.resolve_asset_graph().asset_nodes))"
+    return subprocess.run([sys.executable, "-c", code], cwd=copy, capture_output=True, text=True)
+
+
+def _dg_check_yaml(copy: Path) -> subprocess.CompletedProcess:
+    dg = LOCATION / ".venv" / "bin" / "dg"
+    return subprocess.run([str(dg), "check", "yaml"], cwd=copy, capture_output=True, text=True, timeout=300)
+
+
+GOOD = {"name": "baseline", "preset": "tiny"}
+
+
+@pytest.mark.parametrize(
+    ("bad", "at_load"),
+    [
+        ({"name": "typo", "overrides": {"max_itres": 10}}, "overrides.max_itres"),
+        ({"name": "wrong-type", "overrides": {"n_layer": "four"}}, "overrides.n_layer"),
+        ({"name": "no-such-preset", "preset": "huge"}, "preset"),
+    ],
+    ids=["unknown-field", "wrong-type", "unknown-preset"],
+)
+def test_a_bad_experiment_is_refused_by_dg_check_yaml_and_at_load(location_copy, bad, at_load):
+    path = _write(location_copy, [GOOD, bad])
+    checked = _dg_check_yaml(location_copy)
+    assert checked.returncode != 0
+    assert f"{path}:" in checked.stdout + checked.stderr  # the file and the line
+    loaded = _load(location_copy)
+    assert loaded.returncode != 0
+    # The file, the experiment (its place in the list: 1 is the second) and the field; not a silent drop.
+    assert f"experiments.1.{at_load}" in loaded.stderr, loaded.stderr[-3000:]
+    assert f"{path}:" in loaded.stderr
+
+
+def test_a_duplicate_name_is_refused_at_load(location_copy):
+    path = _write(location_copy, [GOOD, {"name": "other", "preset": "tiny"}, GOOD])
+    loaded = _load(location_copy)
+    assert loaded.returncode != 0
+    assert f"{path}: experiment 'baseline': name: declared twice" in loaded.stderr
+
+
+def test_the_shipped_experiments_pass_dg_check_yaml():
+    checked = subprocess.run(
+        [str(LOCATION / ".venv" / "bin" / "dg"), "check", "yaml"], cwd=LOCATION, capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
