@@ -49,6 +49,24 @@ def tiny_pipeline(tmp_path_factory) -> tuple[dict[str, str], Path, subprocess.Co
     return env, folder, run_cli("run", "--preset", "tiny", env=env)
 
 
+def copy_checkout(root: Path) -> Path:
+    """A copy of the checkout's files (git's list) at `root`, with every venv linked from this checkout (never
+    written to): a fork to edit freely. Its code, not this checkout's, is what Dagster loads there."""
+    import shutil
+
+    from pipeline_cli.locations import ENVIRONMENTS
+
+    listing = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True)
+    for name in listing.stdout.splitlines():
+        if (ROOT / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, root / name)
+    (root / ".venv").symlink_to(ROOT / ".venv")
+    for env in ENVIRONMENTS:
+        (root / env.folder / ".venv").symlink_to(env.venv)
+    return root
+
+
 def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 600, root: Path = ROOT
 ) -> subprocess.CompletedProcess:

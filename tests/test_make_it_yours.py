@@ -8,29 +8,18 @@ the ETL location is renamed consistently and still loads and passes its tests.
 import hashlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 
 import pytest
 
-from conftest import ROOT, dagster_dev, graphql, isolated, location_statuses, run_cli
-from pipeline_cli.locations import ENVIRONMENTS
+from conftest import ROOT, copy_checkout, dagster_dev, graphql, isolated, location_statuses, run_cli
 
 
 @pytest.fixture(scope="module")
 def fork(tmp_path_factory):
-    """A copy of the checkout's files (git's list), with every venv linked from this checkout."""
-    root = tmp_path_factory.mktemp("fork") / "project"
-    listing = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True)
-    for name in listing.stdout.splitlines():
-        if (ROOT / name).is_file():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, root / name)
-    (root / ".venv").symlink_to(ROOT / ".venv")
-    for env in ENVIRONMENTS:
-        (root / env.folder / ".venv").symlink_to(env.venv)
-    return root
+    """A copy of the checkout's files, with every venv linked from this checkout."""
+    return copy_checkout(tmp_path_factory.mktemp("fork") / "project")
 
 
 def snapshot(root) -> str:

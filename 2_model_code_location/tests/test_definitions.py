@@ -38,3 +38,12 @@ def test_a_bad_preset_variable_fails_the_run_not_the_location(monkeypatch):
     with pytest.raises(ValueError, match=r"ML_PIPELINE_TRAINING_PRESET='nope' is not a preset; choose one of quick"):
         TrainingConfig().resolved()
     assert TrainingConfig(preset="tiny").resolved()["preset"] == "tiny"  # an explicit preset needs no variable
+
+
+def test_every_asset_has_kinds_and_links_to_its_source():
+    graph = defs.resolve_asset_graph()
+    for key in graph.materializable_asset_keys:
+        node = graph.get(key)
+        assert node.kinds, f"{key.to_user_string()} has no kinds"
+        references = node.metadata["dagster/code_references"].code_references
+        assert all(ref.file_path.endswith((".py", ".yaml")) for ref in references), key

@@ -39,7 +39,7 @@ def test_an_experiment_trains_its_preset_with_its_overrides_and_run_config_on_to
     assert TrainingConfig(max_iters=7).resolved(declaration, environment=False)["max_iters"] == 7
     # A preset in the run config replaces the experiment, overrides and all.
     replaced = TrainingConfig(preset="quick").resolved(declaration, environment=False)
-    assert (replaced["preset"], replaced["n_embd"]) == ("quick", 128)
+    assert (replaced["preset"], replaced["n_embd"]) == ("quick", 160)
     # Changing the YAML entry changes its fingerprint, and only its own.
     other = Experiment(name="wide", preset="tiny", overrides={"n_embd": 96, "n_head": 4}).declaration()
     assert fingerprint(declaration) != fingerprint(other)

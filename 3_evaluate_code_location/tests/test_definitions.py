@@ -14,3 +14,12 @@ def test_the_evaluation_reads_the_model_from_the_contract():
     graph = defs.resolve_asset_graph()
     assert TRAINED_MODEL.key in graph.get(EVALUATION_REPORT.key).parent_keys
     assert not graph.get(TRAINED_MODEL.key).is_materializable  # owned by 2_model
+
+
+def test_every_asset_has_kinds_and_links_to_its_source():
+    graph = defs.resolve_asset_graph()
+    for key in graph.materializable_asset_keys:
+        node = graph.get(key)
+        assert node.kinds, f"{key.to_user_string()} has no kinds"
+        references = node.metadata["dagster/code_references"].code_references
+        assert all(ref.file_path.endswith((".py", ".yaml")) for ref in references), key

@@ -1,7 +1,18 @@
 import subprocess
 import sys
 
+from deploy_code_location.definitions import defs
+
 
 def test_definitions_module_imports_neither_torch_nor_onnxruntime():
     code = "import sys, deploy_code_location.definitions; print(sorted({'torch', 'onnxruntime'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+def test_every_asset_has_kinds_and_links_to_its_source():
+    graph = defs.resolve_asset_graph()
+    for key in graph.materializable_asset_keys:
+        node = graph.get(key)
+        assert node.kinds, f"{key.to_user_string()} has no kinds"
+        references = node.metadata["dagster/code_references"].code_references
+        assert all(ref.file_path.endswith((".py", ".yaml")) for ref in references), key

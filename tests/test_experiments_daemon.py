@@ -1,0 +1,99 @@
+"""Experiments with a running daemon (`cli.py dev`, in a fork of this checkout whose experiments YAML the test
+edits as a user would): adding an experiment trains that one and nothing else; the release moves to it only when
+it is better; one whose gate fails never wins."""
+
+import json
+import time
+from pathlib import Path
+
+import yaml
+
+from conftest import copy_checkout, dagster_dev, graphql, isolated, location_statuses, run_cli
+
+MATERIALIZATIONS = """query($path: [String!]!) { assetOrError(assetKey: {path: $path}) {
+    ... on Asset { assetMaterializations { partition runId } } } }"""
+RELOAD = """mutation($name: String!) { reloadRepositoryLocation(repositoryLocationName: $name) { __typename } }"""
+
+
+def partitions_materialized(port: int, *path: str) -> list[str | None]:
+    """The partition of each materialization of the asset, oldest first."""
+    found = graphql(port, MATERIALIZATIONS, {"path": list(path)})["assetOrError"]
+    return [m["partition"] for m in reversed((found or {}).get("assetMaterializations") or [])]
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def set_experiments(fork: Path, experiments: list[dict]) -> None:
+    path = fork / "2_model_code_location" / "model_code_location" / "defs" / "experiments" / "defs.yaml"
+    document = yaml.safe_load(path.read_text())
+    document["attributes"]["experiments"] = experiments
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+def released_experiment(latest: Path) -> str | None:
+    if not latest.exists():
+        return None
+    pointer = json.loads(latest.read_text())
+    card = json.loads((latest.parent / pointer["path"] / "model_card.json").read_text())
+    return card["experiment"]["name"]
+
+
+def reload_model_location(port: int) -> None:
+    assert (
+        graphql(port, RELOAD, {"name": "2_model"})["reloadRepositoryLocation"]["__typename"] == "WorkspaceLocationEntry"
+    )
+    wait_for(lambda: location_statuses(port)["2_model"][0] == "LOADED", 60, "2_model loaded again")
+
+
+def test_an_added_experiment_trains_alone_and_is_released_only_when_better(tmp_path):
+    fork = copy_checkout(tmp_path / "fork")
+    tiny = {"preset": "tiny", "overrides": {"eval_interval": 50, "checkpoint_interval": 0}}
+    set_experiments(fork, [{"name": "short", **tiny, "overrides": tiny["overrides"] | {"max_iters": 260}}])
+    env = isolated(tmp_path)
+    latest = tmp_path / "releases" / "latest.json"
+
+    with dagster_dev(env, root=fork) as port:
+        # The corpus once from the CLI; the daemon trains the one experiment, evaluates it and releases it.
+        assert run_cli("run", "--only", "1_etl", env=env, root=fork).returncode == 0
+        wait_for(lambda: released_experiment(latest) == "short", 420, "the first release (short)")
+        first = json.loads(latest.read_text())["version"]
+
+        # A better experiment added to the YAML: it alone trains, and the release moves to it.
+        set_experiments(
+            fork,
+            [
+                {"name": "short", **tiny, "overrides": tiny["overrides"] | {"max_iters": 260}},
+                {"name": "longer", **tiny, "overrides": tiny["overrides"] | {"max_iters": 600}},
+            ],
+        )
+        reload_model_location(port)
+        wait_for(lambda: released_experiment(latest) == "longer", 420, "the release of the better experiment")
+        assert partitions_materialized(port, "model", "trained_model") == ["short", "longer"]
+        assert partitions_materialized(port, "evaluate", "evaluation_report") == ["short", "longer"]
+        second = json.loads(latest.read_text())["version"]
+        assert second != first
+
+        # A worse one, too short to beat the bigram baseline: it alone trains and is ranked, its failed gate keeps
+        # it out, and the release stays where it is.
+        set_experiments(
+            fork,
+            [
+                {"name": "short", **tiny, "overrides": tiny["overrides"] | {"max_iters": 260}},
+                {"name": "longer", **tiny, "overrides": tiny["overrides"] | {"max_iters": 600}},
+                {"name": "worse", **tiny, "overrides": tiny["overrides"] | {"max_iters": 30}},
+            ],
+        )
+        reload_model_location(port)
+        boards = len(partitions_materialized(port, "deploy", "leaderboard"))
+        wait_for(lambda: len(partitions_materialized(port, "deploy", "leaderboard")) > boards, 420, "a new leaderboard")
+        assert partitions_materialized(port, "model", "trained_model") == ["short", "longer", "worse"]
+        time.sleep(40)  # two automation ticks: nothing downstream of the unchanged winner runs
+        assert json.loads(latest.read_text())["version"] == second
+        assert len(partitions_materialized(port, "deploy", "onnx_model")) == 2
