@@ -1,7 +1,7 @@
 """Benchmarks (figures, not pass/fail): `python scripts/benchmark.py [--pipeline]`, after `cli.py run`.
 
 Prints:
-- with --pipeline: end-to-end wall time of `cli.py run` (quick preset) and the validation loss in its model card;
+- with --pipeline: end-to-end wall time of `cli.py run` (every experiment) and the released model card's losses;
 - training tokens/s inside `train()` (what the asset runs) against a bare loop over the same model, same process;
 - per-token generation latency at batch 1: ONNX Runtime (in a process without torch, the server's decoding) against
   PyTorch eager, both the full-context loop and the same key/value-cache decoding.
@@ -41,7 +41,7 @@ def venv_json(module: str, *args: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pipeline", action="store_true", help="also time `cli.py run` end to end (quick preset)")
+    parser.add_argument("--pipeline", action="store_true", help="also time `cli.py run` end to end (every experiment)")
     parser.add_argument("--train-iters", type=int, default=300)
     parser.add_argument("--tokens", type=int, default=500)
     args = parser.parse_args()
@@ -53,7 +53,7 @@ def main() -> None:
         pointer = json.loads((OUTPUT / "latest.json").read_text())
         card = json.loads((OUTPUT / pointer["path"] / "model_card.json").read_text())
         print(
-            f"pipeline (quick preset): {wall:.1f} s end to end; "
+            f"pipeline (every experiment, released {card['experiment']['name']}): {wall:.1f} s end to end; "
             f"validation loss {card['training']['validation_loss']:.4f}, test loss "
             f"{card['metrics']['model']['loss']:.4f} (bigram {card['metrics']['baselines']['bigram']['loss']:.4f})"
         )
@@ -70,7 +70,9 @@ def main() -> None:
     pointer = json.loads((OUTPUT / "latest.json").read_text())
     release = OUTPUT / pointer["path"]
     ort = venv_json("benchmark_latency", "ort", "--release", str(release), "--tokens", str(args.tokens))
-    weights = f"{STORAGE.rstrip('/')}/model/trained_model.safetensors"
+    # The released experiment's weights: one file per experiment (partition).
+    experiment = json.loads((release / "model_card.json").read_text())["experiment"]["name"]
+    weights = f"{STORAGE.rstrip('/')}/model/trained_model/{experiment}.safetensors"
     eager = venv_json("benchmark_latency", "torch", "--weights", weights, "--tokens", str(args.tokens))
     print(
         f"generation, batch 1, {args.tokens} tokens, release {pointer['version']} (goal <= 0.5 ms/token, >= 2.5x):\n"

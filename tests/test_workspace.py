@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -30,6 +31,29 @@ def test_dg_commands_a_user_types_in_a_location_work(env):
     for args in (["check", "yaml"], ["list", "components"]):
         result = subprocess.run([dg, *args], cwd=env.path, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, (args, result.stderr[-2000:])
+
+
+def test_adding_an_asset_is_adding_a_file_in_defs(tmp_path):
+    """`dg scaffold defs` in a copy of the ETL location: the new file's asset is loaded with the rest."""
+    etl = next(env for env in LOCATIONS if env.name == "1_etl")
+    copy = tmp_path / etl.folder
+    shutil.copytree(etl.path, copy, ignore=shutil.ignore_patterns(".venv", "__pycache__", "*.egg-info"))
+    (copy / ".venv").symlink_to(etl.venv)
+    dg = str(etl.venv / "bin" / "dg")
+    scaffolded = subprocess.run([dg, "scaffold", "defs", "dagster.asset", "corpus_report.py"], cwd=copy,
+                                capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert scaffolded.returncode == 0, scaffolded.stderr[-2000:]
+    assert (copy / etl.package / "defs" / "corpus_report.py").is_file()
+    listed = subprocess.run([dg, "list", "defs", "--json"], cwd=copy, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert "corpus_report" in {asset["asset_key"] for asset in json.loads(listed.stdout)["assets"]}
+
+
+def test_the_model_location_registers_its_experiments_component():
+    model = next(env for env in LOCATIONS if env.name == "2_model")
+    listed = subprocess.run([str(model.venv / "bin" / "dg"), "list", "components"], cwd=model.path,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert "model_code_location.experiments.Experiments" in listed.stdout, listed.stdout[-2000:]
 
 
 def test_dg_check_defs_uses_each_project_venv():

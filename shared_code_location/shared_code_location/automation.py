@@ -23,19 +23,30 @@ NEW_DATA_WHILE_RUNNING = (
     (A.any_deps_match(A.data_version_changed()) & A.in_progress()).since(A.newly_requested())
 ).with_label("new upstream data while running")
 
+
+def _on_change(deps_have_new_data: dg.AutomationCondition) -> dg.AutomationCondition:
+    return (
+        ((deps_have_new_data | A.missing()).since(A.newly_requested() | A.newly_updated()) | NEW_DATA_WHILE_RUNNING)
+        & ~A.any_deps_missing()
+        & ~A.any_deps_in_progress()
+        & ~DEP_IS_BEHIND
+        & ~A.in_progress()
+        & A.all_deps_blocking_checks_passed()
+    )
+
+
 #: Run when an input got new data since this asset was last requested or updated (by automation, the CLI or the UI:
 #: an update that already read the new data settles it), or while it was running. Never while a dependency is
 #: missing, running or behind, and only when every blocking check of the dependencies passed — `eager()` alone
 #: would still launch a downstream asset in another location after an upstream blocking check failed.
-ON_UPSTREAM_CHANGE = (
-    ((DEPS_HAVE_NEW_DATA | A.missing()).since(A.newly_requested() | A.newly_updated()) | NEW_DATA_WHILE_RUNNING)
-    & ~A.any_deps_missing()
-    & ~A.any_deps_in_progress()
-    & ~DEP_IS_BEHIND
-    & ~A.in_progress()
-    & A.all_deps_blocking_checks_passed()
-).with_label("on upstream change, checks passed")
+ON_UPSTREAM_CHANGE = _on_change(DEPS_HAVE_NEW_DATA).with_label("on upstream change, checks passed")
 
+#: As `ON_UPSTREAM_CHANGE`, but only once an input *has* new data, never in the same tick as the input's own run:
+#: for an asset behind one that often re-runs without changing its data version (the leaderboard keeps its version
+#: while the winner stays), so that such a re-run triggers nothing downstream.
+ON_UPSTREAM_DATA_CHANGE = _on_change(
+    A.any_deps_match(A.data_version_changed() & ~A.executed_with_root_target()).with_label("any_deps_got_new_data")
+).with_label("on new upstream data, checks passed")
 
 #: For an asset that reads every partition of its input and judges each one itself (the leaderboard): as
 #: `ON_UPSTREAM_CHANGE`, but an experiment that is not evaluated yet or whose gate failed does not hold it back.

@@ -22,7 +22,7 @@ from shared_code_location.asset_keys import (
     VALIDATION_TOKENS,
     VOCABULARY,
 )
-from shared_code_location.automation import ON_UPSTREAM_CHANGE
+from shared_code_location.automation import ON_UPSTREAM_CHANGE, ON_UPSTREAM_DATA_CHANGE
 from shared_code_location.resources import OutputFolderResource
 from shared_code_location.runs import SUMMARY_METADATA_KEY
 from shared_code_location.storage_formats import StorageFormat, TensorBundle, sha256_hex
@@ -66,7 +66,8 @@ def winning_model(context: dg.AssetExecutionContext | dg.AssetCheckExecutionCont
     # The IO manager also reads the one winning partition of model/trained_model (not every experiment's weights).
     required_resource_keys={IO_MANAGER_KEY},
     code_version="4",  # 3: positions and a cache mask per row; 4: the leaderboard's winner
-    automation_condition=ON_UPSTREAM_CHANGE,
+    # Not in the leaderboard's own tick: only once its data version (the winner) changed.
+    automation_condition=ON_UPSTREAM_DATA_CHANGE,
     kinds={"onnx"},
 )
 def onnx_model(context: dg.AssetExecutionContext, leaderboard: dict) -> bytes:
