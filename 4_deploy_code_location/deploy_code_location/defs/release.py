@@ -77,8 +77,35 @@ def onnx_model(context: dg.AssetExecutionContext, leaderboard: dict) -> bytes:
     from shared_code_location.transformer import from_tensor_bundle
 
     data = export_onnx(from_tensor_bundle(winning_model(context, leaderboard)))
-    context.add_output_metadata({"onnx_bytes": len(data), "opset": OPSET, "experiment": leaderboard["winner"]})
+    context.add_output_metadata(
+        {
+            "onnx_bytes": len(data),
+            "opset": OPSET,
+            "experiment": leaderboard["winner"],
+            _EXPORTED_VERSION_KEY: leaderboard["winner_model_data_version"],
+        }
+    )
     return data
+
+
+#: onnx_model's metadata: the data version of the winner's weights it exported.
+_EXPORTED_VERSION_KEY = "model_data_version"
+
+
+def _check_export_matches(context: dg.AssetExecutionContext, leaderboard: dict) -> None:
+    """Fails unless `deploy/onnx_model` holds the leaderboard's winner, as ranked: a release never pairs one
+    experiment's ONNX file with another's model card."""
+    record = latest_materialization(context.instance, ONNX_MODEL_KEY)
+    metadata = record.asset_materialization.metadata if record else {}
+    exported = (
+        getattr(metadata.get("experiment"), "value", None),
+        getattr(metadata.get(_EXPORTED_VERSION_KEY), "value", None),
+    )
+    if exported != (leaderboard["winner"], leaderboard["winner_model_data_version"]):
+        raise dg.Failure(
+            f"deploy/onnx_model holds experiment {exported[0]!r}, not the leaderboard's winner "
+            f"{leaderboard['winner']!r} as ranked; materialize deploy/onnx_model first"
+        )
 
 
 def _upstream_data_versions(context: dg.AssetExecutionContext, experiment: str) -> dict[str, str | None]:
@@ -130,7 +157,8 @@ def _model_card_markdown(card: dict) -> str:
     io_manager_key=IO_MANAGER_KEY,
     metadata={"storage_format": StorageFormat.JSON.value},
     code_version="3",  # 2: the model card describes the cache signature; 3: and the experiment that won, and why
-    automation_condition=ON_UPSTREAM_CHANGE,
+    # Not in the leaderboard's own tick: with the export of its new winner, in the tick after.
+    automation_condition=ON_UPSTREAM_DATA_CHANGE,
     # A shared or network filesystem can fail transiently; each attempt writes a new staging folder.
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
     kinds={"onnx", "json"},
@@ -145,6 +173,7 @@ def release(
 ) -> dict:
     """A new immutable release folder: model.onnx, vocabulary.json, model_card.json/.md (the winning experiment and
     why, config, metrics, sha256, upstream data versions). Earlier releases are kept."""
+    _check_export_matches(context, leaderboard)
     evaluation_report = leaderboard["winner_report"]
     model_sha = sha256_hex(onnx_model)
     version = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{model_sha[:8]}"
