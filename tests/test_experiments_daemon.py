@@ -1,6 +1,6 @@
 """Experiments with a running daemon (`cli.py dev`, in a fork of this checkout whose experiments YAML the test
 edits as a user would): adding an experiment trains that one and nothing else; the release moves to it only when
-it is better; one whose gate fails never wins."""
+it is better; one whose gate fails never wins; changing one experiment retrains that one alone."""
 
 import json
 import time
@@ -97,3 +97,23 @@ def test_an_added_experiment_trains_alone_and_is_released_only_when_better(tmp_p
         time.sleep(40)  # two automation ticks: nothing downstream of the unchanged winner runs
         assert json.loads(latest.read_text())["version"] == second
         assert len(partitions_materialized(port, "deploy", "onnx_model")) == 2
+
+        # One experiment's entry changed: experiments_sensor retrains that partition alone, and it is evaluated.
+        set_experiments(
+            fork,
+            [
+                {"name": "short", **tiny, "overrides": tiny["overrides"] | {"max_iters": 280}},
+                {"name": "longer", **tiny, "overrides": tiny["overrides"] | {"max_iters": 600}},
+                {"name": "worse", **tiny, "overrides": tiny["overrides"] | {"max_iters": 30}},
+            ],
+        )
+        reload_model_location(port)
+        wait_for(
+            lambda: (
+                partitions_materialized(port, "evaluate", "evaluation_report")[-1:] == ["short"]
+                and len(partitions_materialized(port, "evaluate", "evaluation_report")) == 4
+            ),
+            420,
+            "the changed experiment retrained and evaluated",
+        )
+        assert partitions_materialized(port, "model", "trained_model") == ["short", "longer", "worse", "short"]
