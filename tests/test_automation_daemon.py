@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import ROOT, dagster_dev, graphql, run_cli
+from conftest import EXPERIMENTS, ROOT, dagster_dev, graphql, run_cli
 
 CORPUS = ROOT / "example_input_files_resource" / "tinyshakespeare.txt"
 
@@ -86,7 +86,8 @@ def test_a_corpus_change_reaches_a_new_release_and_a_failed_check_stops_it(isola
         )
         corpus.write_text(text + "\n" + text[:20_000], encoding="utf-8")
         second = wait_for(lambda: release(latest) not in (None, first) and release(latest), 480, "a new release", port)
-        assert materializations(port, "model", "trained_model") == 2  # not 3: the unchanged ingest trained nothing
+        # Two trainings of each experiment, not three: the unchanged ingest trained nothing.
+        assert materializations(port, "model", "trained_model") == 2 * len(EXPERIMENTS)
         wait_for(lambda: set(stale_status(port).values()) == {"FRESH"}, 60, "every asset fresh again", port)
 
         # 3. New characters at the start (a new vocabulary) and a held-out end the vocabulary cannot cover: the
