@@ -14,7 +14,9 @@ CORPUS = ROOT / "example_input_files_resource" / "tinyshakespeare.txt"
 
 RUNS = """{ runsOrError { ... on Runs { results {
     runId jobName status startTime endTime assetSelection { path } tags { key value } } } } }"""
-STALENESS = "{ assetNodes { assetKey { path } isMaterializable staleStatus } }"
+STALENESS = "{ assetNodes { assetKey { path } isMaterializable isPartitioned staleStatus } }"
+PARTITION_STALENESS = """query($path: [String!]!) { assetNodeOrError(assetKey: {path: $path}) {
+    ... on AssetNode { staleStatusByPartition } } }"""
 MATERIALIZATIONS = """query($path: [String!]!) { assetOrError(assetKey: {path: $path}) {
     ... on Asset { assetMaterializations { runId } } } }"""
 SENSOR = """query($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
@@ -47,8 +49,19 @@ def materializations(port: int, *path: str) -> int:
 
 
 def stale_status(port: int) -> dict[str, str]:
-    nodes = graphql(port, STALENESS)["assetNodes"]
-    return {"/".join(n["assetKey"]["path"]): n["staleStatus"] for n in nodes if n["isMaterializable"]}
+    """{asset: status}; a partitioned asset (an experiment each) is STALE if any partition is, and so on."""
+    statuses = {}
+    for node in graphql(port, STALENESS)["assetNodes"]:
+        if not node["isMaterializable"]:
+            continue
+        found = [node["staleStatus"]]
+        if node["isPartitioned"]:
+            answer = graphql(port, PARTITION_STALENESS, {"path": node["assetKey"]["path"]})["assetNodeOrError"]
+            found = answer["staleStatusByPartition"]
+        statuses["/".join(node["assetKey"]["path"])] = next(
+            (status for status in ("STALE", "MISSING") if status in found), "FRESH"
+        )
+    return statuses
 
 
 def release(latest: Path) -> str | None:
