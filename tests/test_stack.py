@@ -61,7 +61,9 @@ class Up:
             return bool(statuses) and set(statuses.values()) == {LOADED}
 
         assert wait_until(loaded, timeout), self.log.read_text()[-3000:]
-        return time.monotonic() - started
+        seconds = time.monotonic() - started
+        assert wait_until(lambda: self.pids("dagster-daemon run"), 60)  # started last, once the rest is up
+        return seconds
 
     def stop(self, how: signal.Signals = signal.SIGTERM, limit: float = 30) -> float:
         groups = child_groups(self.process.pid)
@@ -133,6 +135,38 @@ def test_a_killed_code_server_is_restarted_and_the_others_stay_loaded(stack):
     assert ["model", "trained_model"] in [n["assetKey"]["path"] for n in nodes]
 
 
+def test_runs_queued_for_a_location_whose_code_server_died_complete_once_it_is_back(stack):
+    daemon = stack.pids("dagster-daemon run")
+    assert daemon
+    # The daemon paused (as a busy one would be) holds the runs in the queue until their code server is dead.
+    for pid in daemon:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        runs = [_launch_training(stack.port, max_iters=100, seed=seed) for seed in (21, 22)]
+        assert {_run(stack.port, run_id)["status"] for run_id in runs} == {"QUEUED"}
+        for pid in stack.pids("--location-name 2_model"):
+            os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+    finally:
+        for pid in daemon:
+            os.kill(pid, signal.SIGCONT)
+
+    def done() -> bool:
+        return all(_run(stack.port, run_id)["status"] in ("SUCCESS", "FAILURE", "CANCELED") for run_id in runs)
+
+    assert wait_until(done, 240), [_run(stack.port, run_id)["status"] for run_id in runs]
+    print(f"both queued runs done {time.monotonic() - killed:.1f} s after their code server was killed")
+    assert [_run(stack.port, run_id)["status"] for run_id in runs] == ["SUCCESS", "SUCCESS"]
+    requeued = [m for run_id in runs for m in _messages(stack.port, run_id) if "re-submitting the run" in m]
+    assert requeued, "the daemon never found the code server down: the test proved nothing"
+    assert wait_until(lambda: location_statuses(stack.port)["2_model"] == LOADED, 30)
+
+
+PROBE = """{ runsOrError { ... on Runs { results { runId status jobName } } }
+    assetsOrError { __typename }
+    instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }"""
+
+
 def test_postgres_restarted_while_idle_and_webserver_and_daemon_recover_without_restarting(stack):
     webserver, daemon = stack.pids("dagster-webserver -w"), stack.pids("dagster-daemon run")
     before = graphql(stack.port, RUNS)["runsOrError"]["results"]
@@ -142,10 +176,24 @@ def test_postgres_restarted_while_idle_and_webserver_and_daemon_recover_without_
     started = time.monotonic()
 
     def answers() -> bool:
+        # Run storage, event log (asset keys) and the daemon's heartbeats. The webserver's first query on each
+        # storage may fail once after the restart (its pooled connection died with the server; SQLAlchemy then
+        # drops the pool).
         with contextlib.suppress(Exception):
-            return graphql(stack.port, RUNS)["runsOrError"]["results"] == before
+            data = graphql(stack.port, PROBE)
+            daemons = data["instance"]["daemonHealth"]["allDaemonStatuses"]
+            return (
+                data["runsOrError"]["results"] == before
+                and data["assetsOrError"]["__typename"] == "AssetConnection"
+                and all(d["healthy"] for d in daemons if d["required"])
+            )
         return False
 
+    def restarted() -> bool:  # a query answered before the old server went down would prove nothing
+        now = stack.pids(f"postgres -D {stack.home}")
+        return bool(now) and postgres[0] not in now
+
+    assert wait_until(restarted, 60), stack.log.read_text()[-2000:]
     assert wait_until(answers, 60), stack.log.read_text()[-2000:]
     print(f"queries answered again {time.monotonic() - started:.1f} s after PostgreSQL stopped")
     assert stack.pids("dagster-webserver -w") == webserver and stack.pids("dagster-daemon run") == daemon
@@ -170,11 +218,22 @@ def _messages(port: int, run_id: str) -> list[str]:
     return [e.get("message") or "" for e in events]
 
 
+def _wait_idle(port: int) -> None:
+    """Until no run is queued or in progress (the automation trains after the ETL run of an earlier test)."""
+    busy = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
+    assert wait_until(
+        lambda: not [r for r in graphql(port, RUNS)["runsOrError"]["results"] if r["status"] in busy], 300
+    )
+
+
 def test_a_killed_training_run_is_marked_failed_and_its_retry_resumes_from_the_checkpoint(stack):
+    _wait_idle(stack.port)  # so that the checkpoint that appears is this run's
     run_id = _launch_training(stack.port, max_iters=3000, checkpoint_interval=200, eval_interval=1000)
     checkpoints = stack.home.parent / "storage" / "checkpoints" / "model"
     assert wait_until(lambda: any(checkpoints.glob("*.safetensors")), 120), _messages(stack.port, run_id)[-5:]
-    pid = next(int(m.split("pid: ")[1].rstrip(").")) for m in _messages(stack.port, run_id) if "Started process" in m)
+    started = [m for m in _messages(stack.port, run_id) if "Started process" in m]
+    assert started, _messages(stack.port, run_id)
+    pid = int(started[0].split("pid: ")[1].rstrip(")."))
     os.kill(pid, signal.SIGKILL)
     killed = time.monotonic()
     assert wait_until(lambda: _run(stack.port, run_id)["status"] == "FAILURE", 60), _run(stack.port, run_id)
@@ -216,6 +275,7 @@ STEPS = """query($id: ID!) { runOrError(runId: $id) { ... on Run { status
 
 
 def test_four_runs_at_once_train_one_at_a_time_and_all_finish(stack):
+    _wait_idle(stack.port)
     runs = [_launch_training(stack.port, max_iters=300, seed=seed) for seed in range(4)]
 
     def done() -> bool:

@@ -51,6 +51,7 @@ class ProcessGroup:
     def __init__(self, escalation: Sequence[tuple[signal.Signals, float]] = ESCALATION) -> None:
         self.escalation = escalation
         self.children: list[subprocess.Popen] = []
+        self.last: list[subprocess.Popen] = []  # each in a group of its own, stopped once the rest has exited
         self.received: list[int] = []
         self.group = 0  # the first child's pid: the group's id for as long as any member lives
         self._previous: dict = {}
@@ -72,14 +73,26 @@ class ProcessGroup:
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.received.append(signum)
 
-    def start(self, command: list[str], cwd: Path, env: dict[str, str], **popen: object) -> subprocess.Popen:
-        """Start `command` in the group."""
+    def start(
+        self, command: list[str], cwd: Path, env: dict[str, str], last: bool = False, **popen: object
+    ) -> subprocess.Popen:
+        """Start `command` in the group. `last`: stop it only once every other process (the children's children
+        too) has exited, as a database must be, which the others write their final state to."""
         self.check()
-        group = self.group
+        group = 0 if last else self.group  # 0: a new group, led by the child
         child = subprocess.Popen(command, cwd=cwd, env=env, preexec_fn=lambda: _child_setup(group), **popen)
-        self.group = self.group or child.pid
+        if last:
+            self.last.append(child)
+        else:
+            self.group = self.group or child.pid
         self.children.append(child)
         return child
+
+    def forget(self, child: subprocess.Popen) -> None:
+        """Stop watching `child`, which has exited (before starting its replacement)."""
+        self.children.remove(child)
+        if child in self.last:
+            self.last.remove(child)
 
     def check(self) -> None:
         """Raise `Stopped` if a stop signal has arrived."""
@@ -111,21 +124,40 @@ class ProcessGroup:
             self.sleep(0.2)
 
     def stop(self) -> None:
-        """Interrupt the group as Ctrl-C would; escalate to SIGTERM, then SIGKILL, for whatever is still running."""
-        if not self.children:
-            return
+        """Interrupt the group as Ctrl-C would; escalate to SIGTERM, then SIGKILL, for whatever is still running
+        (the children's own children included: a run worker outlives its code server). Then the same for the
+        processes started `last`."""
+        self._stop(self.group, [child for child in self.children if child not in self.last])
+        for child in self.last:
+            self._stop(child.pid, [child])
+
+    def _stop(self, group: int, children: list[subprocess.Popen]) -> None:
+        def running() -> bool:
+            return any(child.poll() is None for child in children) or (bool(group) and _group_alive(group))
+
         for sig, seconds in self.escalation:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.group, sig)
-            for child in self.children:  # one that had to start a group of its own still gets the signal
+            if not running():
+                return
+            if group:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, sig)
+            for child in children:  # one that had to start a group of its own still gets the signal
                 if child.poll() is None:
                     with contextlib.suppress(ProcessLookupError):
                         child.send_signal(sig)
             deadline = time.monotonic() + seconds
-            while any(child.poll() is None for child in self.children) and time.monotonic() < deadline:
+            while running() and time.monotonic() < deadline:
                 time.sleep(0.05)
-            if all(child.poll() is not None for child in self.children):
-                return
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member runs as another user (PostgreSQL's own, when started as root)
+        return True
+    return True
 
 
 def supervise(

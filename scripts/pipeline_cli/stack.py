@@ -139,7 +139,8 @@ class Stack:
         command = [str(binaries / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(self.postgres_port)]
         command += ["-c", "unix_socket_directories=", "-c", "max_connections=200"]
         log = open(data / "server.log", "ab")  # noqa: SIM115 -- kept open for the server's lifetime
-        process = group.start(command, data, os.environ.copy(), stdout=log, stderr=log, **user)
+        # Stopped last, once every Dagster process (run workers included) has written its final state.
+        process = group.start(command, data, os.environ.copy(), last=True, stdout=log, stderr=log, **user)
         url = f"postgresql://postgres@127.0.0.1:{self.postgres_port}/{DATABASE}"
         ready = [str(binaries / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.postgres_port), "-U", "postgres"]
 
@@ -287,7 +288,7 @@ class Stack:
             _alive(daemon, "the daemon")
             if postgres is not None and postgres.poll() is not None:
                 click.secho(f"PostgreSQL exited ({postgres.returncode}); restarting it", fg="yellow")
-                group.children.remove(postgres)
+                group.forget(postgres)
                 _, postgres = self.start_postgres(group)
             for server in self.servers:
                 if server.restart_at is None and server.process is not None and server.process.poll() is not None:
@@ -302,7 +303,7 @@ class Stack:
                         fg="yellow",
                     )
                 if server.restart_at is not None and time.monotonic() >= server.restart_at:
-                    group.children.remove(server.process)
+                    group.forget(server.process)
                     server.restarts += 1
                     server.restart_at = None
                     self.start_server(group, server)
