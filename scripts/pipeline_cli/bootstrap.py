@@ -61,7 +61,8 @@ def install_root_environment() -> None:
         pip = [str(ROOT_PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
         subprocess.run([*pip, f"uv=={UV_VERSION}"], check=True)
     install = [str(UV), "pip", "install", "--quiet", *pip_index_flags(), "--python", str(ROOT_PYTHON)]
-    subprocess.run([*install, "-r", str(ROOT_REQUIREMENTS)], check=True)
+    # Compiled once here: the webserver and daemon import Dagster and GraphQL at every start (see environments.py).
+    subprocess.run([*install, "--compile-bytecode", "-r", str(ROOT_REQUIREMENTS)], check=True)
     subprocess.run([*install, "--no-deps", "-e", str(SHARED_PACKAGE)], check=True)
 
 

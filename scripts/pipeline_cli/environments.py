@@ -51,7 +51,9 @@ def build_environment(env: Environment, force: bool = False) -> str:
         uv("venv", str(env.venv), "--python", sys.executable, "--seed")
     flags = pip_index_flags()
     # `install -r` (not `sync`) so that a CUDA build of torch on a GPU machine still pulls its nvidia-* wheels.
-    uv("pip", "install", *flags, "-r", str(env.lock), python=env.python)
+    # Bytecode compiled now, once, as the images do: every process the pipeline starts imports Dagster (and torch),
+    # and where .pyc files are not written on import (PYTHONDONTWRITEBYTECODE) each would compile them again.
+    uv("pip", "install", *flags, "--compile-bytecode", "-r", str(env.lock), python=env.python)
     editables = ["-e", str(SHARED.path)] + (["-e", str(env.path)] if env.package else [])
     uv("pip", "install", *flags, "--no-deps", *editables, python=env.python)
     stamp.write_text(wanted)
