@@ -174,6 +174,17 @@ class Stack:
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "dagster.yaml").write_text(header + yaml.safe_dump(settings, sort_keys=False))
 
+    def create_sqlite_storage(self) -> None:
+        """Create a fresh SQLite instance's databases here, once. Processes started at once would race to create
+        them, and SQLite's schema stamp fails the loser ("UNIQUE constraint failed: alembic_version"), which then
+        shows as a location that did not load. (PostgreSQL's storage retries that race.)"""
+        if (self.home / "history" / "runs.db").exists() and (self.home / "schedules" / "schedules.db").exists():
+            return
+        from dagster import DagsterInstance
+
+        with DagsterInstance.from_config(str(self.home)) as instance:
+            instance.get_runs(limit=1)
+
     # ------------------------------------------------------------------------------------------------ code servers
 
     def start_server(self, group: ProcessGroup, server: CodeServer) -> None:
@@ -224,6 +235,7 @@ class Stack:
         with ProcessGroup(escalation=((signal.SIGINT, 5.0), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0))) as group:
             postgres = None
             if self.dev:
+                self.create_sqlite_storage()
                 storage = f"SQLite in {self.home}"
             elif self.postgres_url:
                 check_connection(self.postgres_url)
