@@ -34,6 +34,14 @@ def test_prompt_generate_and_see_the_text_stream_in(browser, server, tmp_path):
     page.fill("#prompt", "ROMEO:\n")
     page.fill("#temperature", "0.8")
     page.fill("#max_tokens", "300")
+    # A small model streams 300 tokens in a few milliseconds, all inside one frame. Chromium's own network
+    # throttling (about 16 KB/s, so a few seconds for the whole stream) lets the events arrive as a slow link would.
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": 16_000, "uploadThroughput": -1},
+    )
     # Count how the completion grows: streamed text shows up in several steps, not at once at the end.
     page.evaluate(
         """() => { window.growth = []; new MutationObserver(() => window.growth.push(
@@ -48,6 +56,7 @@ def test_prompt_generate_and_see_the_text_stream_in(browser, server, tmp_path):
     page.screenshot(path=str(screenshot), full_page=True)
     print(f"screenshot: {screenshot}")
     assert len(completion) == 300
+    print(f"the completion grew in {len(set(growth))} steps")
     assert len({n for n in growth if 0 < n < 300}) >= 10, growth[:50]  # it arrived piece by piece
     assert "300 tokens" in page.text_content("#status")
     assert requests_outside == []
