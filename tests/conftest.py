@@ -163,9 +163,11 @@ def dagster_dev(
             time.sleep(0.5)
             with contextlib.suppress(OSError):
                 statuses = location_statuses(port)
-            if statuses and all(status == "LOADED" for status, _ in statuses.values()):
+            # Loaded without error: a location the webserver found not yet listening shows LOADED with an error
+            # until its watcher refreshes it, a second after its code server answers.
+            if statuses and set(statuses.values()) == {("LOADED", "RepositoryLocation")}:
                 break
-        assert statuses and all(status == "LOADED" for status, _ in statuses.values()), statuses
+        assert statuses and set(statuses.values()) == {("LOADED", "RepositoryLocation")}, statuses
         yield port
     finally:
         stop_and_check(process, stop_with, limit=20)

@@ -14,10 +14,13 @@ In both, a code server or PostgreSQL that dies is restarted; the webserver or da
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -265,10 +268,13 @@ class Stack:
                              "the webserver")  # fmt: skip
             ready("webserver")
             if self.dev:
-                # The webserver imported while the code servers loaded; one it found not yet listening, its
-                # watcher refreshes within a second of the server answering.
+                # The webserver imported while the code servers loaded. One it found not yet listening shows an
+                # error until its watcher refreshes it, a second after the server answers: wait for that too.
                 self.wait_for_servers(group)
                 ready("code servers")
+                with contextlib.suppress(TimeoutError):  # a location whose code is broken shows its error in the UI
+                    group.wait_until(lambda: _all_loaded(url_shown), 15, "every location")
+                ready("locations loaded")
             # The daemon last: nothing waits for it, and started with the rest it would slow them down (2 cores).
             daemon = group.start([str(dagster_bin / "dagster-daemon"), "run", "-w", str(workspace)], ROOT,
                                  self.environment())  # fmt: skip
@@ -319,6 +325,21 @@ class Stack:
                     server.restarts += 1
                     server.restart_at = None
                     self.start_server(group, server)
+
+
+def _all_loaded(url: str) -> bool:
+    """Whether the webserver at `url` shows every location loaded without error."""
+    query = "{ workspaceOrError { ... on Workspace { locationEntries { locationOrLoadError { __typename } } } } }"
+    request = urllib.request.Request(
+        f"{url}/graphql", data=json.dumps({"query": query}).encode(), headers={"content-type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer = json.load(response)
+    try:
+        entries = answer["data"]["workspaceOrError"]["locationEntries"]
+    except (KeyError, TypeError):  # an error answer: not loaded yet
+        return False
+    return all((entry["locationOrLoadError"] or {}).get("__typename") == "RepositoryLocation" for entry in entries)
 
 
 def _alive(process: subprocess.Popen, what: str) -> bool:
