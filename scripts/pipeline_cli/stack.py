@@ -177,11 +177,16 @@ class Stack:
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "dagster.yaml").write_text(header + yaml.safe_dump(settings, sort_keys=False))
 
-    def create_sqlite_storage(self) -> None:
-        """Create a fresh SQLite instance's databases here, once. Processes started at once would race to create
-        them, and SQLite's schema stamp fails the loser ("UNIQUE constraint failed: alembic_version"), which then
-        shows as a location that did not load. (PostgreSQL's storage retries that race.)"""
-        if (self.home / "history" / "runs.db").exists() and (self.home / "schedules" / "schedules.db").exists():
+    def create_storage(self) -> None:
+        """Create the instance's storage (tables, schema stamps) here, once, before the processes that would race to
+        create it start at once. SQLite's schema stamp fails the loser ("UNIQUE constraint failed: alembic_version")
+        and PostgreSQL's storage retries duplicate tables but not types ('type "asset_keys" already exists'): a
+        location that did not load, or a code server that exited."""
+        if (
+            self.dev
+            and (self.home / "history" / "runs.db").exists()
+            and (self.home / "schedules" / "schedules.db").exists()
+        ):
             return
         from dagster import DagsterInstance
 
@@ -238,7 +243,6 @@ class Stack:
         with ProcessGroup(escalation=((signal.SIGINT, 5.0), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0))) as group:
             postgres = None
             if self.dev:
-                self.create_sqlite_storage()
                 storage = f"SQLite in {self.home}"
             elif self.postgres_url:
                 check_connection(self.postgres_url)
@@ -250,6 +254,7 @@ class Stack:
                 storage = f"PostgreSQL {url}"
                 self.write_instance(url)
                 ready("PostgreSQL")
+            self.create_storage()
             self.servers = [CodeServer(env, free_port()) for env in self.locations]
             for server in self.servers:  # all at once: each imports Dagster and its code in parallel
                 self.start_server(group, server)
