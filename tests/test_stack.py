@@ -168,8 +168,9 @@ PROBE = """{ runsOrError { ... on Runs { results { runId status jobName } } }
 
 
 def test_postgres_restarted_while_idle_and_webserver_and_daemon_recover_without_restarting(stack):
+    _wait_idle(stack.port)  # the automation trains after the ETL run of an earlier test
     webserver, daemon = stack.pids("dagster-webserver -w"), stack.pids("dagster-daemon run")
-    before = graphql(stack.port, RUNS)["runsOrError"]["results"]
+    before = {run["runId"] for run in graphql(stack.port, RUNS)["runsOrError"]["results"]}
     postgres = stack.pids(f"postgres -D {stack.home}")
     assert postgres
     os.kill(postgres[0], signal.SIGINT)  # PostgreSQL's fast shutdown; `up` starts it again
@@ -183,7 +184,7 @@ def test_postgres_restarted_while_idle_and_webserver_and_daemon_recover_without_
             data = graphql(stack.port, PROBE)
             daemons = data["instance"]["daemonHealth"]["allDaemonStatuses"]
             return (
-                data["runsOrError"]["results"] == before
+                before <= {run["runId"] for run in data["runsOrError"]["results"]}  # no run lost
                 and data["assetsOrError"]["__typename"] == "AssetConnection"
                 and all(d["healthy"] for d in daemons if d["required"])
             )
