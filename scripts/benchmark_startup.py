@@ -8,7 +8,6 @@ long Ctrl-C took to stop everything.
 
 import argparse
 import contextlib
-import json
 import os
 import re
 import signal
@@ -17,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from pipeline_cli.bootstrap import ROOT, enter_root_venv
@@ -25,22 +23,14 @@ from pipeline_cli.bootstrap import ROOT, enter_root_venv
 enter_root_venv("see python scripts/cli.py --help")
 
 from pipeline_cli.locations import LOCATIONS  # noqa: E402
+from pipeline_cli.stack import location_load_states  # noqa: E402
 from shared_code_location.net import free_port  # noqa: E402
-
-ENTRIES = "{ workspaceOrError { ... on Workspace { locationEntries { name locationOrLoadError { __typename } } } } }"
 
 
 def loaded(port: int) -> bool:
     """Whether the webserver on `port` shows every location loaded without error."""
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": ENTRIES}).encode(),
-        headers={"content-type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        entries = json.load(response)["data"]["workspaceOrError"]["locationEntries"]
-    kinds = {entry["name"]: (entry["locationOrLoadError"] or {}).get("__typename") for entry in entries}
-    return kinds == dict.fromkeys((env.name for env in LOCATIONS), "RepositoryLocation")
+    states = location_load_states(f"http://127.0.0.1:{port}")
+    return states == dict.fromkeys((env.name for env in LOCATIONS), "RepositoryLocation")
 
 
 def once(command: str, folder: Path) -> dict:

@@ -160,25 +160,13 @@ def _group_alive(group: int) -> bool:
     return True
 
 
-def supervise(
-    command: list[str], env: dict[str, str], cwd: Path, helpers: Sequence[tuple[list[str], Path]] = ()
-) -> int:
-    """Run `command` with `helpers` ((command, cwd) pairs) beside it, all in one new process group, until `command`
-    exits or this process gets SIGINT (Ctrl-C) or SIGTERM; then stop the whole group. Returns the exit code: the
-    command's own, or 128 + the signal's number.
-
-    A helper that exits on its own is reported at once (a code server that crashed), not silently left dead.
-    """
+def supervise(command: list[str], env: dict[str, str], cwd: Path) -> int:
+    """Run `command` in a new process group until it exits or this process gets SIGINT (Ctrl-C) or SIGTERM; then
+    stop the whole group. Returns the exit code: the command's own, or 128 + the signal's number."""
     with ProcessGroup() as group:
         try:
-            started = [group.start(helper, helper_cwd, env) for helper, helper_cwd in helpers]
             main = group.start(command, cwd, env)
-            reported: set[int] = set()
             while main.poll() is None:
-                for helper in started:
-                    if helper.poll() is not None and helper.pid not in reported:
-                        reported.add(helper.pid)
-                        click.secho(f"warning: {' '.join(helper.args[:6])} … exited ({helper.returncode})", fg="yellow")
                 group.sleep(0.1)
             return main.returncode
         except Stopped as stop:

@@ -7,7 +7,7 @@ events and schedules live in PostgreSQL, with the queued run coordinator, the po
 
 `dev`, the same processes on the SQLite instance, with code servers that reload from the UI (`dagster code-server
 start`) and everything started at once. It does what `dagster dev` does without that extra process, which would
-import Dagster once more only to start the webserver and daemon: about 3 s of a 14 s start on 2 cores.
+import Dagster once more only to start the webserver and daemon.
 
 In both, a code server or PostgreSQL that dies is restarted; the webserver or daemon dying stops the stack.
 """
@@ -332,9 +332,10 @@ class Stack:
                     self.start_server(group, server)
 
 
-def _all_loaded(url: str) -> bool:
-    """Whether the webserver at `url` shows every location loaded without error."""
-    query = "{ workspaceOrError { ... on Workspace { locationEntries { locationOrLoadError { __typename } } } } }"
+def location_load_states(url: str) -> dict[str, str | None]:
+    """`{location: what loaded}` as the webserver at `url` shows it: "RepositoryLocation" when it loaded without
+    error, "PythonError" when it did not; {} while the webserver cannot answer yet."""
+    query = "{ workspaceOrError { ... on Workspace { locationEntries { name locationOrLoadError { __typename } } } } }"
     request = urllib.request.Request(
         f"{url}/graphql", data=json.dumps({"query": query}).encode(), headers={"content-type": "application/json"}
     )
@@ -342,9 +343,14 @@ def _all_loaded(url: str) -> bool:
         answer = json.load(response)
     try:
         entries = answer["data"]["workspaceOrError"]["locationEntries"]
-    except (KeyError, TypeError):  # an error answer: not loaded yet
-        return False
-    return all((entry["locationOrLoadError"] or {}).get("__typename") == "RepositoryLocation" for entry in entries)
+    except (KeyError, TypeError):  # an error answer
+        return {}
+    return {entry["name"]: (entry["locationOrLoadError"] or {}).get("__typename") for entry in entries}
+
+
+def _all_loaded(url: str) -> bool:
+    states = location_load_states(url)
+    return bool(states) and set(states.values()) == {"RepositoryLocation"}
 
 
 def _alive(process: subprocess.Popen, what: str) -> bool:
