@@ -20,13 +20,9 @@ UV_VERSION = "0.13.9"
 SHARED_PACKAGE = ROOT / "shared_code_location"
 
 
-def pip_index_flags() -> list[str]:
-    """uv flags that mirror the user's pip configuration (index-url, extra-index-url, find-links).
-
-    uv does not read pip.conf or PIP_* variables; without this, a machine whose packages come from a mirror or a
-    local wheel folder would resolve differently under uv than under pip. `unsafe-best-match` is pip's own rule:
-    the best version across all indexes, not the first index that has the package.
-    """
+def pip_settings() -> dict[str, list[str]]:
+    """The package sources of the user's pip configuration: `index-url`, `extra-index-url` and `find-links`, each
+    a list (pip.conf files, then `PIP_*` variables, later ones overriding earlier ones, as pip reads them)."""
     listing = subprocess.run(
         [str(ROOT_PYTHON), "-m", "pip", "config", "list"], capture_output=True, text=True, check=False
     ).stdout
@@ -34,18 +30,33 @@ def pip_index_flags() -> list[str]:
     for line in listing.splitlines():
         key, _, value = line.partition("=")
         option = key.rsplit(".", 1)[-1]
-        if option in ("index-url", "extra-index-url", "find-links"):
+        if option in _PIP_SOURCES:
             settings[option] = value.strip().strip("'\"")  # later lines (env, user) override earlier ones
-    for option in ("index-url", "extra-index-url", "find-links"):
+    for option in _PIP_SOURCES:
         env_value = os.environ.get("PIP_" + option.upper().replace("-", "_"))
         if env_value:
             settings[option] = env_value
+    return {option: settings.get(option, "").split() for option in _PIP_SOURCES}
+
+
+_PIP_SOURCES = ("index-url", "extra-index-url", "find-links")
+
+
+def pip_index_flags(find_links: bool = True) -> list[str]:
+    """uv flags that mirror the user's pip configuration (index-url, extra-index-url, find-links).
+
+    uv does not read pip.conf or PIP_* variables; without this, a machine whose packages come from a mirror or a
+    local wheel folder would resolve differently under uv than under pip. `unsafe-best-match` is pip's own rule:
+    the best version across all indexes, not the first index that has the package. Without `find_links`, the
+    wheel folders are left out (the CUDA lock must not pick a CPU build of torch that a folder holds).
+    """
+    sources = pip_settings()
     flags = ["--index-strategy", "unsafe-best-match"]
-    if "index-url" in settings:
-        flags += ["--default-index", settings["index-url"]]
-    for url in settings.get("extra-index-url", "").split():
+    for url in sources["index-url"][-1:]:
+        flags += ["--default-index", url]
+    for url in sources["extra-index-url"]:
         flags += ["--index", url]
-    for location in settings.get("find-links", "").split():
+    for location in sources["find-links"] if find_links else []:
         flags += ["--find-links", location]
     return flags
 
@@ -61,8 +72,7 @@ def install_root_environment() -> None:
         pip = [str(ROOT_PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
         subprocess.run([*pip, f"uv=={UV_VERSION}"], check=True)
     install = [str(UV), "pip", "install", "--quiet", *pip_index_flags(), "--python", str(ROOT_PYTHON)]
-    # Compiled once here: the webserver and daemon import Dagster and GraphQL at every start (see environments.py).
-    subprocess.run([*install, "--compile-bytecode", "-r", str(ROOT_REQUIREMENTS)], check=True)
+    subprocess.run([*install, "-r", str(ROOT_REQUIREMENTS)], check=True)
     subprocess.run([*install, "--no-deps", "-e", str(SHARED_PACKAGE)], check=True)
 
 

@@ -71,6 +71,37 @@ TRAINING_PRESET = Setting(
     "A training preset that replaces every experiment's own (as `cli.py run --preset` does), for smoke tests and "
     "CI; default: none, each experiment trains as declared.",
 )
+S3_ENDPOINT_URL = Setting(
+    "ML_PIPELINE_S3_ENDPOINT_URL",
+    None,
+    "The S3 API endpoint of the object store behind every s3:// URI (storage, releases), e.g. http://seaweedfs:8333 "
+    "or MinIO's; default: AWS S3 itself.",
+)
+S3_ACCESS_KEY_ID = Setting(
+    "ML_PIPELINE_S3_ACCESS_KEY_ID",
+    None,
+    "The access key for s3:// URIs; default: the AWS credential chain (AWS_* variables, a profile, an IAM role).",
+)
+S3_SECRET_ACCESS_KEY = Setting(
+    "ML_PIPELINE_S3_SECRET_ACCESS_KEY", None, "The secret key that goes with ML_PIPELINE_S3_ACCESS_KEY_ID."
+)
+S3_REGION = Setting(
+    "ML_PIPELINE_S3_REGION",
+    None,
+    "The region of s3:// URIs; default: the AWS configuration's (S3-compatible stores accept any).",
+)
+TORCH_VARIANT = Setting(
+    "ML_PIPELINE_TORCH",
+    "auto",
+    "Which PyTorch build `cli.py setup` installs: `cpu`, `cuda`, or `auto` (CUDA when `nvidia-smi` lists a GPU, "
+    "else CPU).",
+)
+TORCH_CPU_INDEX = Setting(
+    "ML_PIPELINE_TORCH_CPU_INDEX",
+    "https://download.pytorch.org/whl/cpu",
+    "The package index `setup` takes PyTorch's CPU build from, unless a `find-links` folder of your pip "
+    "configuration already holds it; `none`: no index added (your own configuration provides it).",
+)
 
 #: All of them, in the order the README's table lists them.
 SETTINGS: tuple[Setting, ...] = (
@@ -82,6 +113,12 @@ SETTINGS: tuple[Setting, ...] = (
     DEPLOYMENT,
     POSTGRES_URL,
     TRAINING_PRESET,
+    S3_ENDPOINT_URL,
+    S3_ACCESS_KEY_ID,
+    S3_SECRET_ACCESS_KEY,
+    S3_REGION,
+    TORCH_VARIANT,
+    TORCH_CPU_INDEX,
 )
 
 
