@@ -5,7 +5,8 @@ its retry instead of starting over: a killed hour-long GPU run loses minutes, no
 A checkpoint is found by its key, the sha256 of the training code version, the hyperparameters that shape the
 result and the token data: one from other data, code or config is never resumed. It is one safetensors file (model,
 optimizer and best weights, random generator states) with the rest of the state as JSON in its header: no pickle.
-It lives beside the pipeline's data (`ML_PIPELINE_STORAGE_URI`), so a retry on another machine finds it too.
+It lives beside the pipeline's data, under the IO manager's storage root with its object-store settings, so a retry
+on another machine finds it too.
 Imports torch: import only inside the asset body.
 """
 
@@ -14,12 +15,16 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from shared_code_location.storage import storage_errors
 from shared_code_location.storage_formats import StorageFormat, TensorBundle, atomic_write_bytes, decode, encode
+
+if TYPE_CHECKING:
+    from upath import UPath
 
 #: Settings that change how often something is written or logged, not what is learned: not part of the key.
 _NOT_IN_KEY = frozenset({"checkpoint_interval", "log_interval", "device"})
@@ -53,12 +58,11 @@ class TrainingState:
 
 
 class CheckpointStore:
-    """The checkpoint of one training (one key) under `base` (a folder or any fsspec URL)."""
+    """The checkpoint of one training (one key) under `root`: the IO manager's storage root (`.root`), a folder or
+    object storage, reached with the same settings."""
 
-    def __init__(self, base: str, key: str):
-        from upath import UPath
-
-        self.path = UPath(base) / "checkpoints" / "model" / f"{key}.safetensors"
+    def __init__(self, root: UPath, key: str):
+        self.path = root / "checkpoints" / "model" / f"{key}.safetensors"
         self.key = key
 
     def save(self, state: TrainingState) -> None:
@@ -86,13 +90,15 @@ class CheckpointStore:
             "param_groups": state.optimizer["param_groups"],
             "dtypes": {k: str(v.dtype).removeprefix("torch.") for k, v in state.model.items()},
         }
-        atomic_write_bytes(self.path, encode(StorageFormat.SAFETENSORS, TensorBundle(tensors, metadata)))
+        with storage_errors(self.path):
+            atomic_write_bytes(self.path, encode(StorageFormat.SAFETENSORS, TensorBundle(tensors, metadata)))
 
     def load(self) -> TrainingState | None:
         """The saved state, or None when there is none (or it belongs to another key)."""
-        if not self.path.exists():
-            return None
-        bundle = decode(StorageFormat.SAFETENSORS, self.path.read_bytes())
+        with storage_errors(self.path):
+            if not self.path.exists():
+                return None
+            bundle = decode(StorageFormat.SAFETENSORS, self.path.read_bytes())
         meta, arrays = bundle.metadata, bundle.tensors
         if meta.get("key") != self.key:
             return None
@@ -124,8 +130,9 @@ class CheckpointStore:
 
     def clear(self) -> None:
         """Remove the checkpoint once its training has finished."""
-        if self.path.exists():
-            self.path.unlink()
+        with storage_errors(self.path):
+            if self.path.exists():
+                self.path.unlink()
 
 
 def _array(tensor: torch.Tensor) -> np.ndarray:

@@ -8,8 +8,14 @@ import dagster as dg
 import numpy as np
 
 from model_code_location.presets import TrainingConfig
-from shared_code_location import settings
-from shared_code_location.asset_keys import TRAIN_TOKENS, TRAINED_MODEL, VALIDATION_TOKENS, VOCABULARY, inputs
+from shared_code_location.asset_keys import (
+    IO_MANAGER_KEY,
+    TRAIN_TOKENS,
+    TRAINED_MODEL,
+    VALIDATION_TOKENS,
+    VOCABULARY,
+    inputs,
+)
 from shared_code_location.automation import ON_UPSTREAM_CHANGE
 from shared_code_location.experiments import (
     DECLARED_METADATA_KEY,
@@ -43,6 +49,7 @@ def build_trained_model(experiments: Mapping[str, dict[str, Any]]) -> dg.AssetsD
         pool="training",
         kinds={"pytorch", "safetensors"},
         owners=["team:ml"],
+        required_resource_keys={IO_MANAGER_KEY},
     )
     def trained_model(
         context: dg.AssetExecutionContext,
@@ -66,7 +73,8 @@ def build_trained_model(experiments: Mapping[str, dict[str, Any]]) -> dg.AssetsD
         hp = config.resolved(experiments[name]) | {"experiment": name}
         context.log.info(f"experiment {name}: {hp}")
         key = checkpoint_key(TRAINING_CODE_VERSION, hp, train_tokens, validation_tokens)
-        checkpoints = CheckpointStore(settings.storage_uri(), key)
+        # Beside the pipeline's data, through the IO manager's storage (its object store and credentials).
+        checkpoints = CheckpointStore(context.resources.io_manager.root, key)
         result = train(train_tokens, validation_tokens, vocabulary["vocab_size"], hp, context.log.info, checkpoints)
         summary = result.summary
         context.add_output_metadata(

@@ -64,6 +64,7 @@ def test_a_split_shorter_than_a_block_is_a_clear_error():
 
 def test_a_training_killed_mid_way_resumes_from_its_checkpoint_and_ends_bit_identical(tmp_path):
     import torch
+    from upath import UPath
 
     from model_code_location.checkpoints import CheckpointStore, checkpoint_key
 
@@ -71,7 +72,7 @@ def test_a_training_killed_mid_way_resumes_from_its_checkpoint_and_ends_bit_iden
     params = hp(max_iters=120, eval_interval=40, checkpoint_interval=40)
     reference = train(train_ids, validation_ids, vocab, params, log=lambda _: None)
     key = checkpoint_key("1", params, train_ids, validation_ids)
-    store = CheckpointStore(str(tmp_path), key)
+    store = CheckpointStore(UPath(tmp_path), key)
 
     class Killed(Exception):
         pass

@@ -36,7 +36,8 @@ class Generation:
 
 
 class OnnxGenerator:
-    """Loads `model.onnx`, `vocabulary.json` and `model_card.json` from a release folder and samples text.
+    """Loads `model.onnx`, `vocabulary.json` and `model_card.json` from a release folder (local, or object storage:
+    the files are read into memory, nothing is written to disk) and samples text.
 
     Decoding uses the model's key/value cache: the prompt is run once (prefill), then each new token costs one
     single-position step. Positions are learned up to the block size, so when a sequence's cache holds a full block
@@ -47,11 +48,16 @@ class OnnxGenerator:
     def __init__(self, release_dir: str | Path, threads: int = 1):
         import onnxruntime as ort
 
-        self.release_dir = Path(release_dir)
-        self.card = json.loads((self.release_dir / "model_card.json").read_text(encoding="utf-8"))
-        self.tokenizer = CharTokenizer.from_json(
-            json.loads((self.release_dir / "vocabulary.json").read_text(encoding="utf-8"))
-        )
+        from shared_code_location.storage import storage_errors, storage_path
+
+        if isinstance(release_dir, str):  # a folder, or a URI (s3://...) reached with the settings' S3 options
+            release_dir = storage_path(release_dir) if "://" in release_dir else Path(release_dir)
+        self.release_dir = release_dir
+        with storage_errors(self.release_dir):
+            self.card = json.loads((self.release_dir / "model_card.json").read_text(encoding="utf-8"))
+            vocabulary = json.loads((self.release_dir / "vocabulary.json").read_text(encoding="utf-8"))
+            model = (self.release_dir / "model.onnx").read_bytes()
+        self.tokenizer = CharTokenizer.from_json(vocabulary)
         config = self.card["model_config"]
         self.block_size = int(config["block_size"])
         self.context_after_slide = max(1, self.block_size // 2)
@@ -62,9 +68,7 @@ class OnnxGenerator:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(
-            str(self.release_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         inputs = {node.name for node in self.session.get_inputs()}
         if inputs != set(INPUT_NAMES):
             raise ValueError(

@@ -1,5 +1,14 @@
-"""The release folder in `example_output_resources/`: versioned releases, written atomically, and a `latest.json`
-pointer that moves only to a release whose checks all passed. No torch, no Dagster: serving imports it too."""
+"""The releases: versioned release folders and a `latest.json` pointer that moves only to a release whose checks all
+passed, in a local folder (`example_output_resources/`) or object storage (`s3://bucket/releases`). No torch, no
+Dagster: serving imports it too.
+
+A release is complete once its `model_card.json` exists. Locally the whole folder appears at once (written into a
+hidden folder, fsynced, renamed); in object storage, where a folder cannot be renamed, each file is one atomic PUT and
+the card goes last. `latest.json` is replaced in one step in both. Either way a reader sees a complete release or
+none, and a failed write never touches the last good release or the pointer.
+"""
+
+from __future__ import annotations
 
 import json
 import os
@@ -8,11 +17,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from shared_code_location.storage_formats import atomic_write_bytes, fsync_directory
+from shared_code_location.storage import storage_errors, storage_path
+from shared_code_location.storage_formats import atomic_write_bytes, fsync_directory, is_local
 
 RELEASES_DIR = "releases"
 LATEST_POINTER = "latest.json"
-RELEASE_FILES = ("model.onnx", "vocabulary.json", "model_card.json", "model_card.md")
+#: Written last: a release folder without it is incomplete and never served.
+MANIFEST = "model_card.json"
+RELEASE_FILES = ("model.onnx", "vocabulary.json", "model_card.md", MANIFEST)
 
 
 class ReleaseNotFoundError(FileNotFoundError):
@@ -20,20 +32,29 @@ class ReleaseNotFoundError(FileNotFoundError):
 
 
 def write_release(output_dir: Path, version: str, files: dict[str, bytes]) -> Path:
-    """Write `files` into `releases/<version>/` all at once: a hidden temporary folder, fsynced, then renamed.
+    """Write `files` as release `version` under `output_dir` (a folder or an object-storage path) and return its
+    folder; it becomes visible complete or not at all. An existing release is never overwritten (versions are
+    immutable)."""
+    target = output_dir / RELEASES_DIR / version
+    with storage_errors(target):
+        if (target / MANIFEST).exists():
+            raise FileExistsError(f"release {version} already exists at {target}; releases are immutable")
+        if not is_local(target):
+            for name in sorted(files, key=lambda name: name == MANIFEST):  # the manifest last
+                (target / name).write_bytes(files[name])
+            return target
+    return _write_local_release(Path(target), files)
 
-    An existing release of the same version is never overwritten (versions are immutable).
-    """
-    releases = output_dir / RELEASES_DIR
+
+def _write_local_release(target: Path, files: dict[str, bytes]) -> Path:
+    releases = target.parent
     releases.mkdir(parents=True, exist_ok=True)
-    target = releases / version
-    if target.exists():
-        raise FileExistsError(f"release {version} already exists at {target}; releases are immutable")
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=releases))
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=releases))
     try:
         staging.chmod(0o755)  # mkdtemp makes it private; a release is meant to be read by servers
         for name, data in files.items():
             with open(staging / name, "wb") as handle:
+                os.fchmod(handle.fileno(), 0o644)
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -47,34 +68,48 @@ def write_release(output_dir: Path, version: str, files: dict[str, bytes]) -> Pa
 
 
 def point_latest_to(output_dir: Path, version: str, sha256: str) -> dict[str, Any]:
-    """Atomically move `latest.json` to `version` (which must exist)."""
-    if not (output_dir / RELEASES_DIR / version / "model.onnx").is_file():
-        raise ReleaseNotFoundError(f"cannot point latest to {version}: no such release in {output_dir}")
-    pointer = {"version": version, "path": f"{RELEASES_DIR}/{version}", "model_sha256": sha256}
-    atomic_write_bytes(output_dir / LATEST_POINTER, json.dumps(pointer, indent=2).encode("utf-8"))
+    """Atomically move `latest.json` to `version` (which must be a complete release)."""
+    pointer_path = output_dir / LATEST_POINTER
+    with storage_errors(pointer_path):
+        if not (output_dir / RELEASES_DIR / version / MANIFEST).exists():
+            raise ReleaseNotFoundError(f"cannot point latest to {version}: no such release in {output_dir}")
+        pointer = {"version": version, "path": f"{RELEASES_DIR}/{version}", "model_sha256": sha256}
+        atomic_write_bytes(pointer_path, json.dumps(pointer, indent=2).encode("utf-8"))
     return pointer
 
 
-def resolve_release(output_dir: Path, release: str | None = None) -> Path:
-    """The folder of a release: `release` as a path or a version name, or the latest good one when None."""
-    if release:
-        candidate = Path(release).expanduser()
-        for path in (candidate, output_dir / RELEASES_DIR / release):
-            if (path / "model.onnx").is_file():
-                return path.resolve()
-        raise ReleaseNotFoundError(f"no release {release!r}: neither a release folder nor a version in {output_dir}")
+def read_pointer(output_dir: Path) -> dict[str, Any] | None:
+    """`latest.json` under `output_dir`, or None while there is none."""
     pointer_path = output_dir / LATEST_POINTER
-    if not pointer_path.is_file():
+    with storage_errors(pointer_path):
+        try:
+            return json.loads(pointer_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+
+
+def resolve_release(output_dir: Path, release: str | None = None) -> Path:
+    """The folder of a release: `release` as a folder (or URI) or a version name, or the latest good one when None.
+    `ReleaseNotFoundError` says what is missing."""
+    if release:
+        given = storage_path(release) if "://" in release else Path(release).expanduser().resolve()
+        for path in (given, output_dir / RELEASES_DIR / release):
+            with storage_errors(path):
+                if (path / MANIFEST).exists():
+                    return path
+        raise ReleaseNotFoundError(f"no release {release!r}: neither a release folder nor a version in {output_dir}")
+    pointer = read_pointer(output_dir)
+    if pointer is None:
         raise ReleaseNotFoundError(
             f"no good release yet in {output_dir} (no {LATEST_POINTER}): run `python scripts/cli.py run` first"
         )
-    pointer = json.loads(pointer_path.read_text(encoding="utf-8"))
-    return resolve_release(output_dir, str(output_dir / pointer["path"]))
+    return resolve_release(output_dir, pointer["version"])
 
 
 def list_releases(output_dir: Path) -> list[str]:
     """Versions of every complete release, oldest first (versions start with a UTC timestamp)."""
     releases = output_dir / RELEASES_DIR
-    if not releases.is_dir():
-        return []
-    return sorted(p.name for p in releases.iterdir() if not p.name.startswith(".") and (p / "model.onnx").is_file())
+    with storage_errors(releases):
+        if not releases.is_dir():
+            return []
+        return sorted(p.name for p in releases.iterdir() if not p.name.startswith(".") and (p / MANIFEST).exists())

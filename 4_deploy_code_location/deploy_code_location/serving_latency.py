@@ -18,7 +18,7 @@ def measure_serving_latency(context: dg.AssetExecutionContext, output_folder: Ou
     from deploy_code_location.release_store import resolve_release
 
     folder = resolve_release(output_folder.path)
-    figures = ort_ms_per_token(str(folder), MEASURED_TOKENS, "ROMEO:\n")
+    figures = ort_ms_per_token(folder, MEASURED_TOKENS, "ROMEO:\n")
     context.log.info(f"{folder.name}: {figures['ms_per_token']:.2f} ms/token")
     return dg.MaterializeResult(
         metadata={

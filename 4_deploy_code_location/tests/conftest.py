@@ -30,7 +30,12 @@ def make_release(output_dir: Path, version: str, seed: int = 0) -> Path:
     """A real release folder from a tiny real model: exported ONNX, vocabulary, model card."""
     model = tiny_model(seed)
     onnx_bytes = export_onnx(model)
-    card = {"version": version, "model_sha256": sha256_hex(onnx_bytes), "model_config": model.config.to_json()}
+    card = {
+        "version": version,
+        "created_at": "2026-01-01T00:00:00+00:00",
+        "model_sha256": sha256_hex(onnx_bytes),
+        "model_config": model.config.to_json(),
+    }
     folder = write_release(
         output_dir,
         version,

@@ -3,7 +3,9 @@
 Built on Dagster's `UPathIOManager`, so one implementation serves a local folder and object storage (s3://, gs://,
 any fsspec URL) when locations run in separate containers. Each asset is one file, `<base>/<key path><ext>`, in the
 format its contract (or its `storage_format` metadata) declares; a partitioned asset is a folder with one file per
-partition, `<base>/<key path>/<partition><ext>`. Writes are atomic.
+partition, `<base>/<key path>/<partition><ext>`. Writes are atomic. Object storage is reached through `ObjectStore`
+(endpoint, credentials, region), which training checkpoints (`root`) and the release folder use too; a store that
+cannot be used fails the step with a `StorageError` naming the URI and the problem.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
+from pydantic import Field
 
 from shared_code_location import settings
 from shared_code_location.asset_keys import STORAGE_FORMAT_METADATA_KEY, ContractAsset, contract_format
+from shared_code_location.storage import s3_options, storage_errors, storage_path
 from shared_code_location.storage_formats import (
     StorageFormat,
     StorageFormatError,
@@ -52,6 +56,19 @@ class ContractUPathIOManager(dg.UPathIOManager):
         super().__init__(base_path=base_path)
         self._written: dict[str, tuple[int, str]] = {}
 
+    @property
+    def root(self) -> UPath:
+        """The storage base, with its object-store options: where other pipeline data (checkpoints) goes too."""
+        return self._base_path
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        with storage_errors(self._base_path):
+            super().handle_output(context, obj)
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        with storage_errors(self._base_path):
+            return self._load_input(context)
+
     def get_asset_relative_path(self, context: dg.InputContext | dg.OutputContext) -> UPath:
         path = super().get_asset_relative_path(context)
         if context.has_asset_partitions:
@@ -61,7 +78,7 @@ class ContractUPathIOManager(dg.UPathIOManager):
     def get_path_for_partition(self, context: dg.InputContext | dg.OutputContext, path: UPath, partition: str) -> UPath:
         return path / f"{partition}{_declared_format(context).extension}"
 
-    def load_input(self, context: dg.InputContext) -> Any:
+    def _load_input(self, context: dg.InputContext) -> Any:
         """As `UPathIOManager`, except that an unpartitioned asset reading a partitioned one always gets a dict
         `{partition: value}` (Dagster's default hands over the bare value when there is one partition). With the
         input metadata `allow_missing_partitions`, partitions never materialized are left out."""
@@ -79,9 +96,10 @@ class ContractUPathIOManager(dg.UPathIOManager):
         """One partition of a contract asset, read outside an input (the deploy location reads only the winning
         experiment's model, not every experiment's)."""
         path = self._base_path.joinpath(*contract.key.path, f"{partition}{contract.storage_format.extension}")
-        if not path.exists():
-            raise FileNotFoundError(f"{contract.key.to_user_string()} partition {partition!r}: no file at {path}")
-        return decode(contract.storage_format, path.read_bytes())
+        with storage_errors(path):
+            if not path.exists():
+                raise FileNotFoundError(f"{contract.key.to_user_string()} partition {partition!r}: no file at {path}")
+            return decode(contract.storage_format, path.read_bytes())
 
     def get_op_output_relative_path(self, context: dg.InputContext | dg.OutputContext) -> UPath:
         path = super().get_op_output_relative_path(context)
@@ -118,14 +136,27 @@ class ContractUPathIOManager(dg.UPathIOManager):
         }
 
 
+class ObjectStore(dg.ConfigurableResource):
+    """How s3:// URIs are reached: the endpoint (an S3-compatible store's, or AWS's by default), credentials and
+    region. Unset fields are left to the AWS configuration (its variables, profile, the pod's IAM role)."""
+
+    endpoint_url: str | None = Field(default=None, description=settings.S3_ENDPOINT_URL.description)
+    access_key_id: str | None = Field(default=None, description=settings.S3_ACCESS_KEY_ID.description)
+    secret_access_key: str | None = Field(default=None, description=settings.S3_SECRET_ACCESS_KEY.description)
+    region: str | None = Field(default=None, description=settings.S3_REGION.description)
+
+    def path(self, uri: str) -> UPath:
+        """`uri` (a folder, relative ones from the project root, or a URL) as a path through this store."""
+        options = s3_options(self.endpoint_url, self.access_key_id, self.secret_access_key, self.region)
+        return storage_path(uri, options)
+
+
 class PipelineIOManager(dg.ConfigurableIOManagerFactory):
     """The shared IO manager. `base_uri` is any fsspec URL or local path; default: `settings.STORAGE_URI`
     (`$ML_PIPELINE_STORAGE_URI`, else `example_persistent_home/asset_storage` in the project)."""
 
-    base_uri: str | None = None
-    storage_options: dict[str, Any] = {}  # noqa: RUF012 -- pydantic copies field defaults
+    base_uri: str | None = Field(default=None, description=settings.STORAGE_URI.description)
+    object_store: ObjectStore = Field(default_factory=ObjectStore, description="How s3:// URIs are reached.")
 
     def create_io_manager(self, context: dg.InitResourceContext) -> ContractUPathIOManager:
-        from upath import UPath
-
-        return ContractUPathIOManager(base_path=UPath(self.base_uri or settings.storage_uri(), **self.storage_options))
+        return ContractUPathIOManager(base_path=self.object_store.path(self.base_uri or settings.storage_uri()))

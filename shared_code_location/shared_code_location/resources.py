@@ -3,20 +3,24 @@
 `local` (the default) uses the folders and storage that `settings.py` names, relative to the project root.
 `production` takes them from the environment with `dg.EnvVar`: the UI shows which variable each comes from (never
 its value), and a run whose variable is missing fails with its name instead of writing to a folder inside one
-container that no other location can see.
+container that no other location can see. In both, the object store's endpoint, credentials and region
+(`ObjectStore`) are bound with `dg.EnvVar` where their variables are set, so no secret shows in the UI.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from pydantic import Field
 
 from shared_code_location import settings
 from shared_code_location.asset_keys import IO_MANAGER_KEY
-from shared_code_location.io_manager import PipelineIOManager
+from shared_code_location.io_manager import ObjectStore, PipelineIOManager
+
+if TYPE_CHECKING:
+    from upath import UPath
 
 
 class InputFilesResource(dg.ConfigurableResource):
@@ -42,31 +46,49 @@ class InputFilesResource(dg.ConfigurableResource):
 
 
 class OutputFolderResource(dg.ConfigurableResource):
-    """The folder releases are written to (created on first use)."""
+    """Where releases are written: a folder (created on first use) or object storage (s3://bucket/releases)."""
 
     folder: str = Field(default_factory=settings.OUTPUT_DIR.get, description=settings.OUTPUT_DIR.description)
+    object_store: ObjectStore = Field(default_factory=ObjectStore, description="How s3:// URIs are reached.")
 
     @property
-    def path(self) -> Path:
-        """The folder as an absolute path, created if missing."""
-        folder = settings.resolve_project_path(self.folder)
-        folder.mkdir(parents=True, exist_ok=True)
+    def path(self) -> UPath:
+        """The folder as an absolute path (a local one created if missing), or the object-storage URI."""
+        from shared_code_location.storage import storage_errors
+
+        folder = self.object_store.path(self.folder)
+        with storage_errors(folder):
+            folder.mkdir(parents=True, exist_ok=True)
         return folder
 
 
+def object_store() -> ObjectStore:
+    """The object store's connection, each field bound to its variable with `dg.EnvVar` where that is set (never
+    its value, so the UI shows no secret); unset fields leave it to the AWS configuration."""
+    fields = {
+        "endpoint_url": settings.S3_ENDPOINT_URL,
+        "access_key_id": settings.S3_ACCESS_KEY_ID,
+        "secret_access_key": settings.S3_SECRET_ACCESS_KEY,
+        "region": settings.S3_REGION,
+    }
+    return ObjectStore(**{field: dg.EnvVar(s.name) for field, s in fields.items() if s.get()})
+
+
 def _local() -> dict[str, Any]:
+    store = object_store()
     return {
-        IO_MANAGER_KEY: PipelineIOManager(),
+        IO_MANAGER_KEY: PipelineIOManager(object_store=store),
         "input_files": InputFilesResource(),
-        "output_folder": OutputFolderResource(),
+        "output_folder": OutputFolderResource(object_store=store),
     }
 
 
 def _production() -> dict[str, Any]:
+    store = object_store()
     return {
-        IO_MANAGER_KEY: PipelineIOManager(base_uri=dg.EnvVar(settings.STORAGE_URI.name)),
+        IO_MANAGER_KEY: PipelineIOManager(base_uri=dg.EnvVar(settings.STORAGE_URI.name), object_store=store),
         "input_files": InputFilesResource(folder=dg.EnvVar(settings.INPUT_DIR.name)),
-        "output_folder": OutputFolderResource(folder=dg.EnvVar(settings.OUTPUT_DIR.name)),
+        "output_folder": OutputFolderResource(folder=dg.EnvVar(settings.OUTPUT_DIR.name), object_store=store),
     }
 
 

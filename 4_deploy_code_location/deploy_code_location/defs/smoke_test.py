@@ -10,22 +10,23 @@ SMOKE_TOKENS = 100
 
 @dg.op(description="Find the latest good release (latest.json) and load it in ONNX Runtime.")
 def load_latest_release(context: dg.OpExecutionContext, output_folder: OutputFolderResource) -> str:
-    """The release folder; fails loudly when there is none or it does not load."""
+    """The release's version; fails loudly when there is none or it does not load."""
     from deploy_code_location.onnx_generator import OnnxGenerator
     from deploy_code_location.release_store import resolve_release
 
     folder = resolve_release(output_folder.path)
     generator = OnnxGenerator(folder)
     context.log.info(f"loaded release {generator.version} from {folder}")
-    return str(folder)
+    return generator.version
 
 
 @dg.op(description="Generate from a fixed prompt and check the output is real text from the vocabulary.")
-def generate_and_check(context: dg.OpExecutionContext, release_folder: str) -> dict:
+def generate_and_check(context: dg.OpExecutionContext, output_folder: OutputFolderResource, version: str) -> dict:
     """Raises `dg.Failure` unless the release generates the requested number of known characters."""
     from deploy_code_location.onnx_generator import OnnxGenerator
+    from deploy_code_location.release_store import resolve_release
 
-    generator = OnnxGenerator(release_folder)
+    generator = OnnxGenerator(resolve_release(output_folder.path, version))
     result = generator.generate(SMOKE_PROMPT, SMOKE_TOKENS, temperature=0.8, seed=0)
     known = set(generator.tokenizer.symbols[1:])
     problems = []

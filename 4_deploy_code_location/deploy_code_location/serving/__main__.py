@@ -27,16 +27,17 @@ def main() -> None:
 
     from deploy_code_location.release_store import ReleaseNotFoundError
     from deploy_code_location.serving.app import DEFAULT_MODEL_NAME, create_app
+    from shared_code_location.storage import StorageError, storage_path
 
     try:
         app = create_app(
-            settings.resolve_project_path(args.output_dir),
+            storage_path(args.output_dir),
             args.release,
             model_name=args.model_name or DEFAULT_MODEL_NAME,
             max_batch=args.max_batch,
             max_queue=args.max_queue,
         )
-    except ReleaseNotFoundError as error:
+    except (ReleaseNotFoundError, StorageError) as error:
         raise SystemExit(f"error: {error}") from None
     version = app.state.watcher.version or "none yet (waiting for latest.json)"
     print(f"serving release {version} on http://{args.host}:{args.port} (playground: /, docs: /docs)", flush=True)

@@ -12,6 +12,7 @@ Every request decodes in one shared `Batcher`, so concurrent requests share each
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import time
 import uuid
@@ -210,7 +211,8 @@ def create_app(
 
     def model_card() -> ModelCard:
         generator = generator_or_503()
-        created = int(generator.release_dir.stat().st_mtime)
+        created_at = generator.card.get("created_at")  # the release's, from its model card
+        created = int(dt.datetime.fromisoformat(created_at).timestamp()) if created_at else 0
         return ModelCard(id=model_name, created=created, owned_by="dagster-ml-pipeline", release=generator.version)
 
     @app.get("/v1/models", response_model=ModelList, responses=_OPENAI_ERRORS)

@@ -8,16 +8,18 @@ from pathlib import Path
 
 from deploy_code_location.onnx_generator import OnnxGenerator
 from deploy_code_location.release_store import LATEST_POINTER, ReleaseNotFoundError, resolve_release
+from shared_code_location.storage import StorageError, storage_errors
 
 logger = logging.getLogger(__name__)
 
 
 class ReleaseWatcher:
-    """Serves a fixed release, or follows `latest.json` when none is named.
+    """Serves a fixed release, or follows `latest.json` when none is named, in a folder or object storage.
 
     A new release is loaded completely before it replaces the old one; requests in flight keep the generator they
     started with, so a swap never fails a request. Following `latest.json` before there is any release is allowed:
-    the server is live but not ready until the first release appears.
+    the server is live but not ready until the first release appears. Storage that cannot be reached at start is a
+    `StorageError`; later, while a release is served, it is logged and the release goes on being served.
     """
 
     def __init__(self, output_dir: Path, release: str | None = None, poll_seconds: float = 1.0):
@@ -26,22 +28,24 @@ class ReleaseWatcher:
         self.poll_seconds = poll_seconds
         self._lock = threading.Lock()
         self._last_poll = 0.0
-        self._pointer_state: tuple[float, str] | None = None
+        self._pointer: str | None = None  # the text of latest.json last acted on
+        self._poll_error: str | None = None
         self.generator: OnnxGenerator | None = None
         try:
+            self._pointer = self._read_pointer()
             self.generator = OnnxGenerator(resolve_release(output_dir, release))
-            self._pointer_state = self._read_pointer_state()
         except ReleaseNotFoundError:
             if not self.follow_latest:
                 raise
             logger.warning("no release in %s yet: not ready until latest.json points to one", output_dir)
 
-    def _read_pointer_state(self) -> tuple[float, str] | None:
+    def _read_pointer(self) -> str | None:
         pointer = self.output_dir / LATEST_POINTER
-        try:
-            return pointer.stat().st_mtime, pointer.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
+        with storage_errors(pointer):
+            try:
+                return pointer.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                return None
 
     def current(self) -> OnnxGenerator:
         """The generator to use for one request (checks for a new release at most once per `poll_seconds`);
@@ -56,21 +60,29 @@ class ReleaseWatcher:
         """Load the release `latest.json` points to if it changed; True if a new release is now served."""
         if not self._lock.acquire(blocking=False):
             return False  # another request is already loading it; keep serving the current one
+        text = None
         try:
             self._last_poll = time.monotonic()
-            state = self._read_pointer_state()
-            if state is None or state == self._pointer_state:
+            text = self._read_pointer()
+            self._poll_error = None
+            if text is None or text == self._pointer:
                 return False
-            folder = self.output_dir / json.loads(state[1])["path"]
-            if self.generator is not None and folder.resolve() == self.generator.release_dir.resolve():
-                self._pointer_state = state
+            version = json.loads(text)["version"]
+            if self.generator is not None and version == self.generator.version:
+                self._pointer = text
                 return False
-            new_generator = OnnxGenerator(folder)
-            self.generator, self._pointer_state = new_generator, state
+            new_generator = OnnxGenerator(resolve_release(self.output_dir, version))
+            self.generator, self._pointer = new_generator, text
             logger.info("now serving release %s", new_generator.version)
             return True
+        except StorageError as error:  # say it once, not once a second
+            if str(error) != self._poll_error:
+                logger.error("cannot read the releases (still serving %s): %s", self.version, error)
+            self._poll_error = str(error)
+            return False
         except Exception:  # a half-written or broken release must not take the server down
             logger.exception("could not load the new release; still serving %s", self.version)
+            self._pointer = text
             return False
         finally:
             self._lock.release()
