@@ -36,8 +36,8 @@ class Generation:
 
 
 class OnnxGenerator:
-    """Loads `model.onnx`, `vocabulary.json` and `model_card.json` from a release folder (local, or object storage:
-    the files are read into memory, nothing is written to disk) and samples text.
+    """Loads `model.onnx`, `vocabulary.json`, `model_card.json` and the chat template from a release folder (local,
+    or object storage: the files are read into memory, nothing is written to disk) and samples text.
 
     Decoding uses the model's key/value cache: the prompt is run once (prefill), then each new token costs one
     single-position step. Positions are learned up to the block size, so when a sequence's cache holds a full block
@@ -48,6 +48,7 @@ class OnnxGenerator:
     def __init__(self, release_dir: str | Path, threads: int = 1):
         import onnxruntime as ort
 
+        from deploy_code_location.chat_template import ChatTemplate
         from shared_code_location.storage import storage_errors, storage_path
 
         if isinstance(release_dir, str):  # a folder, or a URI (s3://...) reached with the settings' S3 options
@@ -58,6 +59,8 @@ class OnnxGenerator:
             vocabulary = json.loads((self.release_dir / "vocabulary.json").read_text(encoding="utf-8"))
             model = (self.release_dir / "model.onnx").read_bytes()
         self.tokenizer = CharTokenizer.from_json(vocabulary)
+        with storage_errors(self.release_dir):
+            self.chat_template = ChatTemplate.of_release(self.release_dir, self.card)
         config = self.card["model_config"]
         self.block_size = int(config["block_size"])
         self.context_after_slide = max(1, self.block_size // 2)
@@ -84,7 +87,12 @@ class OnnxGenerator:
 
     def prefill(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Logits of the token after `ids` (1-D, cropped to the block size) and the one-row cache that holds them."""
-        context = np.ascontiguousarray(ids[-self.block_size :], dtype=np.int64)[None, :]
+        logits, cache = self.prefill_all(ids[-self.block_size :])
+        return logits[-1], cache
+
+    def prefill_all(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Logits after each of `ids` (1-D, at most a block), [len(ids), vocab], and the one-row cache."""
+        context = np.ascontiguousarray(ids, dtype=np.int64)[None, :]
         feeds = {
             INPUT_IDS: context,
             POSITION_IDS: np.arange(context.shape[1], dtype=np.int64)[None, :],
@@ -92,7 +100,21 @@ class OnnxGenerator:
             PAST_MASK: np.zeros((1, 0), dtype=bool),
         }
         logits, cache = self.session.run(None, feeds)
-        return logits[0, -1], cache
+        return logits[0], cache
+
+    def prompt_logits(self, ids: np.ndarray) -> np.ndarray:
+        """The logits that predict each of `ids[1:]` from the ids before it, [len(ids) - 1, vocab]: what scoring a
+        text needs. Within a block the context is every id before; past it, as in decoding, the context restarts from
+        a recent half block, so each id is predicted from between half a block and a full block of text."""
+        block, half = self.block_size, self.context_after_slide
+        ids = np.asarray(ids, dtype=np.int64)
+        chunks, start, scored = [], 0, 0  # `scored`: how many of ids[1:] have their logits
+        while scored < len(ids) - 1:
+            end = min(start + block, len(ids) - 1)  # the context ids[start:end] predicts ids[start + 1 : end + 1]
+            logits, _ = self.prefill_all(ids[start:end])
+            chunks.append(logits[scored - start :])
+            scored, start = end, max(start + half, end - half) if end - start == block else end
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.tokenizer.vocab_size), np.float32)
 
     def step(
         self, tokens: np.ndarray, positions: np.ndarray, cache: np.ndarray, past_mask: np.ndarray
@@ -151,19 +173,42 @@ class OnnxGenerator:
         return np.array(sequence.tokens[sequence.prompt_length :], dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class TokenScores:
+    """A token's log-probability under the model (temperature 1, the whole vocabulary) and the `top` likeliest ids
+    with theirs, most likely first."""
+
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+
+def token_scores(logits: np.ndarray, token: int, top: int) -> TokenScores:
+    """`token`'s log-probability given next-token `logits` and the `top` likeliest ids (0 for none)."""
+    scores = logits.astype(np.float64)
+    shifted = scores - scores.max()
+    logprobs = shifted - np.log(np.exp(shifted).sum())
+    best = np.argsort(-logprobs, kind="stable")[:top] if top else ()
+    return TokenScores(float(logprobs[token]), tuple((int(i), float(logprobs[i])) for i in best))
+
+
 @dataclass(eq=False)
 class Sequence:
     """One sequence being decoded: its ids so far, how it picks the next one, and whom to tell.
 
-    `on_token(id)` is called with each new id and returns False to stop early (a stop string, a client that left);
-    `on_finish(sequence)` once it is done, whatever the reason; `cancel()` stops it before its next step.
+    `on_token(id, scores)` is called with each new id (and its `TokenScores` when `logprobs` is not None: that many
+    likeliest ids with it) and returns False to stop early (a stop string, a client that left); `on_finish(sequence)`
+    once it is done, whatever the reason; `cancel()` stops it before its next step. With `score_prompt`, the prompt's
+    ids after the first get their `prompt_scores` at prefill; `max_new_tokens` 0 then only scores the prompt.
     """
 
     tokens: list[int]
     max_new_tokens: int
     choose: Callable[[np.ndarray], int]
-    on_token: Callable[[int], bool] = lambda _token: True
+    on_token: Callable[[int, TokenScores | None], bool] = lambda _token, _scores: True
     on_finish: Callable[[Sequence], None] = lambda _sequence: None
+    logprobs: int | None = None
+    score_prompt: bool = False
+    prompt_scores: list[TokenScores] | None = None
     prompt_length: int = 0
     logits: np.ndarray | None = None
     real_slots: int = 0  # cached slots holding this sequence's tokens
@@ -185,9 +230,8 @@ class Sequence:
         self.cancelled = True
 
     def fail(self, error: BaseException) -> None:
-        """End with `error` (decoding failed) and tell whoever waits."""
+        """End with `error` (decoding failed); whoever runs it then calls `on_finish`."""
         self.done, self.finish_reason, self.error = True, "error", f"{type(error).__name__}: {error}"
-        self.on_finish(self)
 
 
 class DecodeBatch:
@@ -203,10 +247,32 @@ class DecodeBatch:
         self.mask = np.zeros((0, 0), dtype=bool)
 
     def add(self, sequence: Sequence) -> None:
-        """Prefill `sequence`'s prompt and let it join the batch before the next step."""
-        sequence.logits, row_cache = self.generator.prefill(np.asarray(sequence.tokens, np.int64))
+        """Prefill `sequence`'s prompt and let it join the batch before the next step (a sequence that only scores
+        its prompt is done after the prefill instead). A sequence that was `remove`d comes back where it left off:
+        its cache is rebuilt from its context, and the logits it held are kept."""
+        generator = self.generator
+        if sequence.logits is not None:  # back after an eviction
+            _, row_cache = generator.prefill_all(np.asarray(sequence.tokens[-sequence.real_slots :], np.int64))
+            self._append(sequence, row_cache)
+            return
+        ids = np.asarray(sequence.tokens, np.int64)
+        if sequence.score_prompt:
+            top = sequence.logprobs or 0
+            logits = generator.prompt_logits(ids)
+            sequence.prompt_scores = [token_scores(row, int(t), top) for row, t in zip(logits, ids[1:], strict=True)]
+        if sequence.max_new_tokens == 0:
+            sequence.done, sequence.finish_reason = True, "length"
+            return
+        sequence.logits, row_cache = generator.prefill(ids)
         sequence.real_slots = row_cache.shape[4]
         self._append(sequence, row_cache)
+
+    def remove(self, sequence: Sequence) -> None:
+        """Take `sequence`'s row out of the batch (it keeps its ids and next-token logits, so `add` resumes it)."""
+        keep = np.array([row is not sequence for row in self.rows])
+        self.rows = [row for row in self.rows if row is not sequence]
+        self.cache, self.mask = self.cache[:, :, keep], self.mask[keep]
+        self._trim()
 
     def _append(self, sequence: Sequence, row_cache: np.ndarray) -> None:
         width, length = self.cache.shape[4], row_cache.shape[4]
@@ -227,7 +293,8 @@ class DecodeBatch:
     def _emit(self, sequence: Sequence) -> None:
         token = sequence.choose(sequence.logits)
         sequence.tokens.append(token)
-        if not sequence.on_token(token):
+        scores = None if sequence.logprobs is None else token_scores(sequence.logits, token, sequence.logprobs)
+        if not sequence.on_token(token, scores):
             sequence.done, sequence.finish_reason = True, "stop"
         elif sequence.generated >= sequence.max_new_tokens:
             sequence.done, sequence.finish_reason = True, "length"

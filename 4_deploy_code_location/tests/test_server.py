@@ -101,7 +101,7 @@ def test_metrics_count_every_status_and_show_batching(server):
     status, text = call(server, "/metrics")
     assert status == 200
     assert 'generate_requests_total{status="200"}' in text and 'generate_requests_total{status="422"}' in text
-    assert 'http_requests_total{path="/generate",status="422"}' in text
+    assert 'http_requests_total{route="/generate",status="422"}' in text
     for name in ("generate_latency_seconds_bucket", "time_to_first_token_seconds_bucket", "decode_batch_size_bucket"):
         assert name in text
     assert "queue_depth " in text and "active_sequences " in text

@@ -18,7 +18,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--model-name", default=None, help="the model id under /v1 (default: char-transformer)")
     parser.add_argument("--max-batch", type=int, default=64, help="sequences decoding together at most")
-    parser.add_argument("--max-queue", type=int, default=256, help="sequences waiting at most; more get 503")
+    parser.add_argument("--max-queue", type=int, default=256, help="requests waiting at most; more get 503")
+    parser.add_argument(
+        "--stall-seconds", type=float, default=10.0, help="a stream whose client stops reading this long is cancelled"
+    )
     parser.add_argument("--drain-seconds", type=float, default=30.0, help="how long shutdown waits for requests")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -36,6 +39,7 @@ def main() -> None:
             model_name=args.model_name or DEFAULT_MODEL_NAME,
             max_batch=args.max_batch,
             max_queue=args.max_queue,
+            stall_seconds=args.stall_seconds,
         )
     except (ReleaseNotFoundError, StorageError) as error:
         raise SystemExit(f"error: {error}") from None

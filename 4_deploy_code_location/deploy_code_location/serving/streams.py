@@ -1,5 +1,10 @@
-"""One request's decoding, as the API sees it: text pieces arriving on the event loop from the batcher's thread,
-stop strings held back until they cannot be the start of one, and cancellation when the client leaves."""
+"""One request's decoding, as the API sees it: the text of each of its choices arriving on the event loop from the
+batcher's thread, in one hand-over per decoding step for the whole request; stop strings held back until they cannot
+be the start of one; cancellation when the client leaves.
+
+A character model makes one character per token, so a choice's text and its tokens line up one to one: the log-
+probabilities of held-back text are held back with it, and those of a stop string are dropped with it.
+"""
 
 from __future__ import annotations
 
@@ -8,48 +13,45 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import numpy as np
 
-from deploy_code_location.onnx_generator import OnnxGenerator, Sequence
+from deploy_code_location.onnx_generator import OnnxGenerator, Sequence, TokenScores
 from deploy_code_location.serving.batcher import Batcher
-
-_END = object()
 
 
 class LoopWaker:
-    """Hands the text of every stream that got some during a decoding step to the event loop in one wake-up per
-    step, instead of one per token and stream: each wake-up is a thread switch, which at one request costs more than
-    the step itself."""
+    """Hands what every request got during a decoding step to the event loop in one wake-up per step, instead of
+    one per token and choice: each wake-up is a thread switch, which at one request costs more than the step."""
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._ready: dict[int, TokenStream] = {}
+        self._ready: dict[int, DecodingJob] = {}
 
-    def mark(self, stream: TokenStream) -> None:
-        """`stream` has new text or has ended (called on the batcher's thread)."""
+    def mark(self, job: DecodingJob) -> None:
+        """`job` has new text or an ended choice (called on the batcher's thread)."""
         with self._lock:
-            self._ready[id(stream)] = stream
+            self._ready[id(job)] = job
 
     def wake(self) -> None:
-        """Deliver what the marked streams have (called by the batcher after each step)."""
+        """Tell the marked jobs' event loops (called by the batcher after each step)."""
         with self._lock:
-            streams, self._ready = list(self._ready.values()), {}
-        by_loop: dict[int, list[TokenStream]] = {}
-        for stream in streams:
-            by_loop.setdefault(id(stream.loop), []).append(stream)
+            jobs, self._ready = list(self._ready.values()), {}
+        by_loop: dict[int, list[DecodingJob]] = {}
+        for job in jobs:
+            by_loop.setdefault(id(job.loop), []).append(job)
         for group in by_loop.values():
             try:
                 group[0].loop.call_soon_threadsafe(_deliver, group)
             except RuntimeError:  # the event loop is gone (shutdown): nobody is listening any more
-                for stream in group:
-                    stream.sequence.cancel()
+                for job in group:
+                    job.cancel()
 
 
-def _deliver(streams: list[TokenStream]) -> None:
-    for stream in streams:
-        while stream.pieces:
-            stream.queue.put_nowait(stream.pieces.popleft())
+def _deliver(jobs: list[DecodingJob]) -> None:
+    for job in jobs:
+        job.ready.set()
 
 
 class StopMatcher:
@@ -62,6 +64,8 @@ class StopMatcher:
 
     def feed(self, text: str) -> tuple[str, bool]:
         """The text that is safe to emit now, and whether a stop string was found."""
+        if not self.stops:
+            return text, False
         self._held += text
         for stop in self.stops:
             at = self._held.find(stop)
@@ -78,81 +82,135 @@ class StopMatcher:
         return emitted
 
 
-class TokenStream:
-    """Decodes one sequence in `batcher` and yields its text as it is made (async iteration; with `streaming`
-    False, all at the end).
+@dataclass
+class Piece:
+    """New text of one choice, with one `TokenScores` per character when log-probabilities were asked for."""
 
-    `finish_reason` is "stop" (a stop string), "length" (max tokens) or "error"; `completion_tokens` counts every
-    id generated; `first_token_seconds` is the time from submission to the first id.
+    text: str
+    scores: list[TokenScores] | None = None
+
+
+class Choice:
+    """One choice of a request: its sequence in the batcher, and the text and scores it emitted so far."""
+
+    def __init__(self, job: DecodingJob, index: int, sequence: Sequence, stops: list[str]):
+        self.job, self.index, self.sequence = job, index, sequence
+        self.text_parts: list[str] = []
+        self.scores: list[TokenScores] = []
+        self._matcher = StopMatcher(stops)
+        self._held: deque[TokenScores] = deque()  # scores of the characters the matcher holds back
+        self._decode = job.generator.tokenizer.decode
+
+    @property
+    def text(self) -> str:
+        """The text emitted so far (all of it, once the choice ended)."""
+        return "".join(self.text_parts)
+
+    @property
+    def finish_reason(self) -> str:
+        """OpenAI's: "stop" (a stop string) or "length" (max tokens)."""
+        return "stop" if self.sequence.finish_reason == "stop" else "length"
+
+    def on_token(self, token: int, scores: TokenScores | None) -> bool:  # on the batcher's thread
+        self.job.first_token_seconds = self.job.first_token_seconds or time.perf_counter() - self.job.submitted
+        if scores is not None:
+            self._held.append(scores)
+        text, stopped = self._matcher.feed(self._decode([token]))
+        if text:
+            self._emit(text)
+        return not stopped and not self.sequence.cancelled
+
+    def on_finish(self, sequence: Sequence) -> None:  # on the batcher's thread
+        if sequence.finish_reason == "length" and (rest := self._matcher.flush()):
+            self._emit(rest)
+        self.job.pending.append((self.index, None))
+        self.job.waker.mark(self.job)
+
+    def _emit(self, text: str) -> None:
+        scores = [self._held.popleft() for _ in text] if self._held else None
+        self.text_parts.append(text)
+        if scores:
+            self.scores.extend(scores)
+        if self.job.streaming:
+            self.job.pending.append((self.index, Piece(text, scores)))
+            self.job.waker.mark(self.job)
+
+
+class DecodingJob:
+    """One request's choices decoding in `batcher`. `updates()` yields, once per decoding step, what every choice
+    added: `(index, Piece)` for new text and `(index, None)` for a choice that ended. With `streaming` False, only
+    the ends are handed over and the text is read from `choices` at the end (`wait()`).
+
+    `first_token_seconds` is the time from submission to the first token of any choice.
     """
 
     def __init__(
         self,
         batcher: Batcher,
         generator: OnnxGenerator,
-        prompt_ids: np.ndarray,
-        max_new_tokens: int,
-        choose: Callable[[np.ndarray], int],
         waker: LoopWaker,
+        prompts: list[tuple[np.ndarray, Callable[[np.ndarray], int]]],
+        max_new_tokens: int,
         stops: list[str] | None = None,
+        logprobs: int | None = None,
+        score_prompt: bool = False,
         streaming: bool = True,
     ):
         self.loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self.pieces: deque = deque()  # filled on the batcher's thread, moved to `queue` on the loop's
-        self._waker, self._streaming = waker, streaming
-        self._matcher = StopMatcher(stops or [])
-        self._decode = generator.tokenizer.decode
-        self._batcher, self._generator = batcher, generator
-        self.sequence = Sequence(
-            list(map(int, prompt_ids)), max_new_tokens, choose, on_token=self._on_token, on_finish=self._on_finish
-        )
+        self.ready = asyncio.Event()
+        self.pending: deque[tuple[int, Piece | None]] = deque()  # filled on the batcher's thread
+        self.batcher, self.generator, self.waker, self.streaming = batcher, generator, waker, streaming
+        self.choices: list[Choice] = []
+        for index, (ids, choose) in enumerate(prompts):
+            sequence = Sequence(list(map(int, ids)), max_new_tokens, choose, logprobs=logprobs)
+            sequence.score_prompt = score_prompt
+            choice = Choice(self, index, sequence, stops or [])
+            sequence.on_token, sequence.on_finish = choice.on_token, choice.on_finish
+            self.choices.append(choice)
         self.submitted = time.perf_counter()
         self.first_token_seconds: float | None = None
+        self._ended = 0
 
-    def start(self) -> TokenStream:
-        """Queue the sequence (raises `QueueFullError` when the server is saturated)."""
-        self._batcher.submit(self._generator, self.sequence)
+    def start(self) -> DecodingJob:
+        """Queue the sequences (raises `QueueFullError` when the server is saturated)."""
+        self.batcher.submit(self.generator, [choice.sequence for choice in self.choices])
         return self
 
-    def _put(self, item: object) -> None:
-        self.pieces.append(item)
-        if self._streaming or item is _END:  # a whole answer needs waking only once, at its end
-            self._waker.mark(self)
-
-    def _on_token(self, token: int) -> bool:  # on the batcher's thread
-        if self.first_token_seconds is None:
-            self.first_token_seconds = time.perf_counter() - self.submitted
-        text, stopped = self._matcher.feed(self._decode([token]))
-        if text:
-            self._put(text)
-        return not stopped and not self.sequence.cancelled
-
-    def _on_finish(self, sequence: Sequence) -> None:  # on the batcher's thread
-        if sequence.finish_reason == "length":
-            rest = self._matcher.flush()
-            if rest:
-                self._put(rest)
-        self._put(_END)
-
-    @property
-    def finish_reason(self) -> str:
-        return self.sequence.finish_reason
+    def cancel(self) -> None:
+        """Stop every choice at the next step (the client went away); their rows are freed."""
+        for choice in self.choices:
+            choice.sequence.cancel()
 
     @property
     def completion_tokens(self) -> int:
-        return self.sequence.generated
+        """Tokens generated by every choice so far."""
+        return sum(choice.sequence.generated for choice in self.choices)
 
-    async def __aiter__(self) -> AsyncIterator[str]:
+    async def updates(self) -> AsyncIterator[list[tuple[int, Piece | None]]]:
+        """What the choices added, one list per hand-over, until every choice ended; cancels what is left if the
+        consumer stops early. Raises RuntimeError if decoding failed."""
         try:
-            while (item := await self.queue.get()) is not _END:
-                yield item
+            while self._ended < len(self.choices):
+                await self.ready.wait()
+                self.ready.clear()
+                items = []
+                while self.pending:
+                    items.append(item := self.pending.popleft())
+                    if item[1] is None:
+                        self._raise_if_failed(self.choices[item[0]])
+                        self._ended += 1
+                yield items
         finally:
-            if not self.sequence.done:  # the client went away mid-stream: free the slot at the next step
-                self.sequence.cancel()
-        if self.sequence.error:
-            raise RuntimeError(self.sequence.error)
+            if self._ended < len(self.choices):
+                self.cancel()
 
-    async def text(self) -> str:
-        """The whole completion."""
-        return "".join([piece async for piece in self])
+    async def wait(self) -> list[Choice]:
+        """Every choice, once all ended."""
+        async for _ in self.updates():
+            pass
+        return self.choices
+
+    @staticmethod
+    def _raise_if_failed(choice: Choice) -> None:
+        if choice.sequence.error:
+            raise RuntimeError(choice.sequence.error)
