@@ -20,6 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 from pydantic.json_schema import models_json_schema
 
+from deploy_code_location.serving.api_models import MAX_SEED
 from deploy_code_location.serving.batcher import Batcher
 from deploy_code_location.serving.errors import install_error_handlers
 from deploy_code_location.serving.event_stream import StallWatch
@@ -107,5 +108,21 @@ def _openapi(app: FastAPI) -> dict:
         if "HTTPValidationError" not in str(document["paths"]):
             schemas.pop("HTTPValidationError", None)
             schemas.pop("ValidationError", None)
+        _exact_bounds(document)
         app.openapi_schema = document
     return app.openapi_schema
+
+
+def _exact_bounds(node) -> None:
+    """Integer bounds as exact integers: FastAPI's OpenAPI model holds `minimum` and `maximum` as floats, which
+    turns the seed's 2**63 - 1 into 9.223372036854776e+18 (2**63, a seed the server refuses)."""
+    if isinstance(node, dict):
+        if node.get("type") == "integer":
+            for key in ("minimum", "maximum"):
+                if isinstance(node.get(key), float):
+                    node[key] = MAX_SEED if node[key] == float(MAX_SEED) else int(node[key])
+        for value in node.values():
+            _exact_bounds(value)
+    elif isinstance(node, list):
+        for value in node:
+            _exact_bounds(value)

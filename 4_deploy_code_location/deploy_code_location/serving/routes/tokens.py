@@ -15,10 +15,9 @@ from deploy_code_location.serving.routes.openai_chat import render_messages
 from deploy_code_location.serving.state import Server
 
 router = APIRouter(tags=["Tokens"])
-_ERRORS = documented((400, 404, 413, 422, 500, 503))
 
 
-@router.post("/tokenize", response_model=TokenizeResponse, responses=_ERRORS)
+@router.post("/tokenize", response_model=TokenizeResponse, responses=documented((400, 404, 413, 422, 500, 503)))
 def tokenize(server: Server, body: TokenizeRequest = Body()) -> TokenizeResponse:
     """The ids of `prompt`, or of `messages` rendered with the release's chat template (one of the two)."""
     generator = server.generator()
@@ -34,7 +33,7 @@ def tokenize(server: Server, body: TokenizeRequest = Body()) -> TokenizeResponse
     return TokenizeResponse(count=len(ids), max_model_len=generator.block_size, tokens=ids, token_strs=strings)
 
 
-@router.post("/detokenize", response_model=DetokenizeResponse, responses=_ERRORS)
+@router.post("/detokenize", response_model=DetokenizeResponse, responses=documented((400, 404, 413, 422, 503)))
 def detokenize(server: Server, body: DetokenizeRequest = Body()) -> DetokenizeResponse:
     """The text of `tokens`; 422 for an id outside the vocabulary."""
     generator = server.generator()
