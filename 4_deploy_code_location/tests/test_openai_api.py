@@ -5,6 +5,8 @@ import http.client
 import json
 import signal
 import threading
+import urllib.error
+import urllib.request
 
 import openai
 import pytest
@@ -99,11 +101,17 @@ def test_a_client_that_leaves_mid_stream_frees_its_slot(server):
 def test_a_full_queue_answers_503_in_openai_shape(release_dir):
     process, url = start_server(release_dir, "--max-batch", "1", "--max-queue", "1")
     try:
-        statuses, bodies = [], []
+        statuses, bodies, retry_after = [], [], []
 
         def ask():
-            payload = {"model": "char-transformer", "prompt": "a", "max_tokens": 400}
-            status, body = call(url, "/v1/completions", json.dumps(payload).encode())
+            payload = json.dumps({"model": "char-transformer", "prompt": "a", "max_tokens": 400}).encode()
+            request = urllib.request.Request(url + "/v1/completions", payload, {"content-type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    status, body = response.status, json.load(response)
+            except urllib.error.HTTPError as error:
+                status, body = error.code, json.load(error)
+                retry_after.append(error.headers["retry-after"])
             statuses.append(status)
             bodies.append(body)
 
@@ -115,6 +123,7 @@ def test_a_full_queue_answers_503_in_openai_shape(release_dir):
         assert statuses.count(200) >= 2 and 503 in statuses, statuses
         refused = next(b for s, b in zip(statuses, bodies, strict=True) if s == 503)
         assert refused["error"]["code"] == "overloaded" and "retry later" in refused["error"]["message"]
+        assert retry_after and all(value == "1" for value in retry_after)  # seconds
     finally:
         process.kill()
         process.wait()
