@@ -10,6 +10,7 @@ none, and a failed write never touches the last good release or the pointer.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -24,7 +25,8 @@ RELEASES_DIR = "releases"
 LATEST_POINTER = "latest.json"
 #: Written last: a release folder without it is incomplete and never served.
 MANIFEST = "model_card.json"
-RELEASE_FILES = ("model.onnx", "vocabulary.json", "model_card.md", MANIFEST)
+#: How many earlier releases `latest.json` remembers, most recent first (what `rollback` goes back to).
+HISTORY_LENGTH = 20
 
 
 class ReleaseNotFoundError(FileNotFoundError):
@@ -67,15 +69,45 @@ def _write_local_release(target: Path, files: dict[str, bytes]) -> Path:
     return target
 
 
-def point_latest_to(output_dir: Path, version: str, sha256: str) -> dict[str, Any]:
-    """Atomically move `latest.json` to `version` (which must be a complete release)."""
+def point_latest_to(output_dir: Path, version: str, sha256: str, history: list[str] | None = None) -> dict[str, Any]:
+    """Atomically move `latest.json` to `version` (which must be a complete release). The release it pointed to
+    becomes the first of its `history` (what `rollback_target` returns to), unless `history` is given."""
     pointer_path = output_dir / LATEST_POINTER
     with storage_errors(pointer_path):
         if not (output_dir / RELEASES_DIR / version / MANIFEST).exists():
             raise ReleaseNotFoundError(f"cannot point latest to {version}: no such release in {output_dir}")
+        if history is None:
+            current = read_pointer(output_dir)
+            history = [] if current is None else [current["version"], *current.get("history", [])]
+        history = [earlier for earlier in history if earlier != version][:HISTORY_LENGTH]
         pointer = {"version": version, "path": f"{RELEASES_DIR}/{version}", "model_sha256": sha256}
+        pointer |= {"promoted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "history": history}
         atomic_write_bytes(pointer_path, json.dumps(pointer, indent=2).encode("utf-8"))
     return pointer
+
+
+def rollback_target(output_dir: Path) -> tuple[str, list[str]]:
+    """The release that was live before the current one, and the history that remains once it is live again;
+    `ReleaseNotFoundError` when there is none to go back to."""
+    pointer = read_pointer(output_dir)
+    if pointer is None:
+        raise ReleaseNotFoundError(f"no {LATEST_POINTER} in {output_dir}: nothing is live, nothing to roll back")
+    history = pointer.get("history", [])
+    if not history:
+        raise ReleaseNotFoundError(
+            f"{LATEST_POINTER} records no release before {pointer['version']}: promote one by its version instead"
+        )
+    return history[0], history[1:]
+
+
+def read_card(output_dir: Path, version: str) -> dict[str, Any]:
+    """The model card of release `version`."""
+    path = output_dir / RELEASES_DIR / version / MANIFEST
+    with storage_errors(path):
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ReleaseNotFoundError(f"no release {version!r} in {output_dir}") from None
 
 
 def read_pointer(output_dir: Path) -> dict[str, Any] | None:

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from deploy_code_location.onnx_export import export_onnx
+from deploy_code_location.chat_template import CHAT_TEMPLATE_FILE, DEFAULT_STOP, default_template
+from deploy_code_location.onnx_export import export_onnx, max_logit_difference
+from deploy_code_location.release_checks import PARITY_KEY, parity_record
 from deploy_code_location.release_store import point_latest_to, write_release
 from shared_code_location.net import free_port, http_ok, wait_until
 from shared_code_location.storage_formats import sha256_hex
@@ -26,15 +28,20 @@ def tiny_model(seed: int = 0) -> DecoderTransformer:
     ).eval()
 
 
-def make_release(output_dir: Path, version: str, seed: int = 0) -> Path:
-    """A real release folder from a tiny real model: exported ONNX, vocabulary, model card."""
+def make_release(output_dir: Path, version: str, seed: int = 0, point_latest: bool = True) -> Path:
+    """A real release folder from a tiny real model, as `deploy/release` writes one: exported ONNX, vocabulary,
+    chat template, model card with the parity measured; `latest.json` moved to it unless `point_latest` is False."""
     model = tiny_model(seed)
     onnx_bytes = export_onnx(model)
     card = {
         "version": version,
-        "created_at": "2026-01-01T00:00:00+00:00",
+        "created_at": f"{version[:4]}-{version[4:6]}-{version[6:8]}T00:00:00+00:00",
         "model_sha256": sha256_hex(onnx_bytes),
         "model_config": model.config.to_json(),
+        "experiment": {"name": f"seed-{seed}"},
+        "training": {"validation_loss": 3.0 + seed / 100},
+        "checks": {PARITY_KEY: parity_record(max_logit_difference(model, onnx_bytes))},
+        "chat": {"template": CHAT_TEMPLATE_FILE, "stop": list(DEFAULT_STOP)},
     }
     folder = write_release(
         output_dir,
@@ -42,11 +49,13 @@ def make_release(output_dir: Path, version: str, seed: int = 0) -> Path:
         {
             "model.onnx": onnx_bytes,
             "vocabulary.json": json.dumps(CharTokenizer.fit(TEXT).to_json()).encode(),
+            CHAT_TEMPLATE_FILE: default_template().encode(),
             "model_card.json": json.dumps(card).encode(),
             "model_card.md": b"# card",
         },
     )
-    point_latest_to(output_dir, version, card["model_sha256"])
+    if point_latest:
+        point_latest_to(output_dir, version, card["model_sha256"])
     return folder
 
 

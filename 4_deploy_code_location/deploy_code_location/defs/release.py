@@ -65,24 +65,30 @@ def winning_model(context: dg.AssetExecutionContext | dg.AssetCheckExecutionCont
     io_manager_key=IO_MANAGER_KEY,
     # The IO manager also reads the one winning partition of model/trained_model (not every experiment's weights).
     required_resource_keys={IO_MANAGER_KEY},
-    code_version="4",  # 3: positions and a cache mask per row; 4: the leaderboard's winner
+    code_version="5",  # 3: positions and a cache mask per row; 4: the leaderboard's winner; 5: parity recorded
     # Not in the leaderboard's own tick: only once its data version (the winner) changed.
     automation_condition=ON_UPSTREAM_DATA_CHANGE,
     kinds={"onnx"},
 )
 def onnx_model(context: dg.AssetExecutionContext, leaderboard: dict) -> bytes:
     """The winning experiment's model exported with the dynamo ONNX exporter: one file, key/value cache in and out,
-    dynamic batch, sequence and cached length (see `onnx_signature`)."""
-    from deploy_code_location.onnx_export import export_onnx
+    dynamic batch, sequence and cached length (see `onnx_signature`). Its parity with PyTorch is measured here, with
+    the model in hand, and recorded: the blocking check `onnx_matches_pytorch` gates on it and the release's model
+    card keeps it."""
+    from deploy_code_location.onnx_export import export_onnx, max_logit_difference
     from shared_code_location.transformer import from_tensor_bundle
 
-    data = export_onnx(from_tensor_bundle(winning_model(context, leaderboard)))
+    model = from_tensor_bundle(winning_model(context, leaderboard))
+    data = export_onnx(model)
+    differences = max_logit_difference(model, data)
     context.add_output_metadata(
         {
             "onnx_bytes": len(data),
             "opset": OPSET,
             "experiment": leaderboard["winner"],
             _EXPORTED_VERSION_KEY: leaderboard["winner_model_data_version"],
+            "max_abs_difference": max(differences.values()),
+            "parity_by_shape": dg.MetadataValue.json(differences),
         }
     )
     return data
@@ -92,9 +98,9 @@ def onnx_model(context: dg.AssetExecutionContext, leaderboard: dict) -> bytes:
 _EXPORTED_VERSION_KEY = "model_data_version"
 
 
-def _check_export_matches(context: dg.AssetExecutionContext, leaderboard: dict) -> None:
+def _check_export_matches(context: dg.AssetExecutionContext, leaderboard: dict) -> dict[str, float]:
     """Fails unless `deploy/onnx_model` holds the leaderboard's winner, as ranked: a release never pairs one
-    experiment's ONNX file with another's model card."""
+    experiment's ONNX file with another's model card. Returns the parity it measured, by shape."""
     record = latest_materialization(context.instance, ONNX_MODEL_KEY)
     metadata = record.asset_materialization.metadata if record else {}
     exported = (
@@ -106,6 +112,7 @@ def _check_export_matches(context: dg.AssetExecutionContext, leaderboard: dict) 
             f"deploy/onnx_model holds experiment {exported[0]!r}, not the leaderboard's winner "
             f"{leaderboard['winner']!r} as ranked; materialize deploy/onnx_model first"
         )
+    return getattr(metadata.get("parity_by_shape"), "value", None) or {}
 
 
 def _upstream_data_versions(context: dg.AssetExecutionContext, experiment: str) -> dict[str, str | None]:
@@ -156,7 +163,8 @@ def _model_card_markdown(card: dict) -> str:
     },
     io_manager_key=IO_MANAGER_KEY,
     metadata={"storage_format": StorageFormat.JSON.value},
-    code_version="3",  # 2: the model card describes the cache signature; 3: and the experiment that won, and why
+    # 2: the card describes the cache signature; 3: and the experiment that won, and why; 4: parity, chat template
+    code_version="4",
     # Not in the leaderboard's own tick: with the export of its new winner, in the tick after.
     automation_condition=ON_UPSTREAM_DATA_CHANGE,
     # A shared or network filesystem can fail transiently; each attempt writes a new staging folder.
@@ -171,9 +179,13 @@ def release(
     vocabulary: dict,
     leaderboard: dict,
 ) -> dict:
-    """A new immutable release folder: model.onnx, vocabulary.json, model_card.json/.md (the winning experiment and
-    why, config, metrics, sha256, upstream data versions). Earlier releases are kept."""
-    _check_export_matches(context, leaderboard)
+    """A new immutable release folder: model.onnx, vocabulary.json, chat_template.jinja, model_card.json/.md (the
+    winning experiment and why, config, metrics, sha256, the parity measured at export, the chat template's turn
+    end, upstream data versions). Earlier releases are kept."""
+    from deploy_code_location.chat_template import CHAT_TEMPLATE_FILE, DEFAULT_STOP, default_template
+    from deploy_code_location.release_checks import PARITY_KEY, parity_record
+
+    parity = _check_export_matches(context, leaderboard)
     evaluation_report = leaderboard["winner_report"]
     model_sha = sha256_hex(onnx_model)
     version = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{model_sha[:8]}"
@@ -189,6 +201,8 @@ def release(
         "upstream_data_versions": _upstream_data_versions(context, leaderboard["winner"]),
         "dagster_run_id": context.run.run_id,
         "onnx": {"opset": OPSET, **SIGNATURE},
+        "checks": {PARITY_KEY: parity_record(parity)} if parity else {},
+        "chat": {"template": CHAT_TEMPLATE_FILE, "stop": list(DEFAULT_STOP)},
     }
     from deploy_code_location.release_store import write_release
 
@@ -200,6 +214,7 @@ def release(
             "vocabulary.json": json.dumps(vocabulary, indent=2, ensure_ascii=False).encode("utf-8"),
             "model_card.json": json.dumps(card, indent=2, ensure_ascii=False).encode("utf-8"),
             "model_card.md": _model_card_markdown(card).encode("utf-8"),
+            CHAT_TEMPLATE_FILE: default_template().encode("utf-8"),
         },
     )
     context.add_output_metadata(

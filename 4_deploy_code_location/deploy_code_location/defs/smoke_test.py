@@ -2,9 +2,9 @@
 
 import dagster as dg
 
+from deploy_code_location.release_checks import SMOKE_PROMPT
 from shared_code_location.resources import OutputFolderResource
 
-SMOKE_PROMPT = "ROMEO:\n"
 SMOKE_TOKENS = 100
 
 
