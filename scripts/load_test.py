@@ -1,20 +1,28 @@
-"""Load benchmark of the HTTP server: a bounded number of requests from N concurrent clients, on loopback only.
+"""Load benchmark of the HTTP server against its own batching engine: figures, not a test, on loopback only.
 
-`python scripts/load_test.py --clients 1 8 32 64 --requests 200` starts `cli.py serve` on a free loopback port (or
-use `--url` for a running server), then prints, per client count, errors, p50/p95 latency, the median time to the
-first token, requests/s and tokens/s. Each client keeps its connection alive and streams from /v1/completions
-(`--endpoint generate` for the server's own /generate). It stops itself.
+`python scripts/load_test.py --clients 1 8 32 64 --requests 400` starts `cli.py serve` on a free loopback port (or
+use `--url` for a running server), then per client count runs, side by side:
+
+- the engine: the server's `Batcher` with the same closed-loop clients and no HTTP, then the same through the
+  server's asyncio hand-over and chunk writing without sockets (`deploy_code_location.benchmark_batching`, in the
+  deploy venv, on the release the server serves);
+- HTTP: N clients, each on a kept-alive connection, streaming /v1/completions one request at a time (`--endpoint
+  generate` for /generate), errors, p50/p95 latency, median time to first token, requests/s and tokens/s;
+
+and prints the ratio HTTP / engine and where the CPU went, per token: the server's decoding thread, the rest of the
+server (event loop, HTTP, JSON), and this load generator. The load generator is one asyncio loop reading raw sockets
+in large chunks, so that it takes as little of the machine's CPU as it can. It stops itself.
 """
 
 import argparse
-import http.client
+import asyncio
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 
@@ -22,133 +30,160 @@ from pipeline_cli.bootstrap import ROOT, enter_root_venv
 
 enter_root_venv("see python scripts/cli.py --help")
 
+from pipeline_cli.locations import LOCATIONS  # noqa: E402
+from shared_code_location import settings  # noqa: E402
 from shared_code_location.net import free_port, http_ok, wait_until  # noqa: E402
 
-
-class Client:
-    """One simulated user: a kept-alive connection, one request at a time."""
-
-    def __init__(self, url: str, endpoint: str, model: str | None):
-        host, port = url.removeprefix("http://").rstrip("/").split(":")
-        self.connection = http.client.HTTPConnection(host, int(port), timeout=120)
-        self.endpoint, self.model = endpoint, model
-
-    def request(self, max_new_tokens: int, seed: int) -> tuple[int, float, float]:
-        """(status, seconds to the first token, seconds to the end) of one request."""
-        if self.endpoint == "generate":
-            path, payload = "/generate", {"prompt": "ROMEO:\n", "max_new_tokens": max_new_tokens, "seed": seed}
-        else:
-            path = "/v1/completions"
-            payload = {"model": self.model, "prompt": "ROMEO:\n", "max_tokens": max_new_tokens, "seed": seed}
-            payload["stream"] = True
-        start = time.perf_counter()
-        first = None
-        try:
-            self.connection.request("POST", path, json.dumps(payload), {"content-type": "application/json"})
-            response = self.connection.getresponse()
-            if self.endpoint == "generate" or response.status != 200:
-                response.read()
-            else:
-                while line := response.readline():
-                    if line.startswith(b"data: ") and first is None:
-                        first = time.perf_counter() - start
-                    if line.startswith(b"data: [DONE]"):
-                        response.read()
-                        break
-            status = response.status
-        except OSError:
-            self.connection.close()
-            status = 0
-        total = time.perf_counter() - start
-        return status, first if first is not None else total, total
+PROMPT = "ROMEO:\n"
 
 
-def run_load(url: str, clients: int, requests: int, max_new_tokens: int, endpoint: str, model: str | None) -> dict:
-    """`requests` requests shared by `clients` threads, each sending one at a time."""
-    latencies: list[float] = []
-    first_tokens: list[float] = []
-    errors = 0
-    lock = threading.Lock()
+async def _one_request(reader, writer, host: str, path: str, payload: bytes) -> tuple[int, float, float]:
+    """(status, seconds to the first event, seconds to the end) of one request on an open connection."""
+    start = time.perf_counter()
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}"
+    writer.write(head.encode() + b"\r\n\r\n" + payload)
+    headers = await reader.readuntil(b"\r\n\r\n")
+    status = int(headers.split(b" ", 2)[1])
+    first = None
+    if b"content-length:" in headers.lower():
+        length = int(headers.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+    else:  # chunked: read until the last chunk
+        buffer = b""
+        while not buffer.endswith(b"0\r\n\r\n"):
+            buffer = buffer[-16:] + await reader.read(65536)
+            if first is None and b"data: " in buffer:
+                first = time.perf_counter() - start
+    total = time.perf_counter() - start
+    return status, first if first is not None else total, total
+
+
+async def _load(url: str, clients: int, requests: int, tokens: int, endpoint: str, model: str | None) -> dict:
+    host, port = url.removeprefix("http://").rstrip("/").split(":")
+    if endpoint == "generate":
+        path, body = "/generate", {"prompt": PROMPT, "max_new_tokens": tokens}
+    else:
+        path, body = "/v1/completions", {"model": model, "prompt": PROMPT, "max_tokens": tokens, "stream": True}
+    latencies, first_tokens, errors = [], [], 0
     remaining = iter(range(requests))
 
-    def user() -> None:
+    async def user() -> None:
         nonlocal errors
-        client = Client(url, endpoint, model)
-        for i in remaining:  # a shared iterator: the total is bounded
-            status, first, seconds = client.request(max_new_tokens, i)
-            with lock:
-                if status == 200:
-                    latencies.append(seconds)
-                    first_tokens.append(first)
-                else:
-                    errors += 1
+        reader, writer = await asyncio.open_connection(host, int(port))
+        for seed in remaining:
+            status, first, seconds = await _one_request(reader, writer, host, path, json.dumps(body | {"seed": seed}).encode())
+            if status == 200:
+                latencies.append(seconds)
+                first_tokens.append(first)
+            else:
+                errors += 1
+        writer.close()
 
     start = time.perf_counter()
-    threads = [threading.Thread(target=user) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    await asyncio.gather(*(user() for _ in range(clients)))
     wall = time.perf_counter() - start
 
     def quantile(values: list[float], q: int) -> float:
         return 1000 * (statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0])
 
     return {
-        "clients": clients,
-        "requests": requests,
         "errors": errors,
         "p50_ms": quantile(latencies, 50),
         "p95_ms": quantile(latencies, 95),
         "ttft_p50_ms": quantile(first_tokens, 50),
         "requests_per_second": len(latencies) / wall,
-        "tokens_per_second": len(latencies) * max_new_tokens / wall,
+        "tokens_per_second": len(latencies) * tokens / wall,
+        "tokens": len(latencies) * tokens,
     }
+
+
+def _server_cpu(url: str) -> tuple[float, float]:
+    """(process CPU seconds, decoding-thread CPU seconds) of the server, from its /metrics."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+        lines = response.read().decode().splitlines()
+    value = lambda name: float(next(line.split()[1] for line in lines if line.startswith(name + " ")))  # noqa: E731
+    return value("process_cpu_seconds_total"), value("decode_thread_cpu_seconds")
+
+
+def run_http(url: str, clients: int, requests: int, tokens: int, endpoint: str, model: str | None) -> dict:
+    """One HTTP load run, with the CPU time it cost: server decoding thread, rest of the server, load generator."""
+    server_before, decode_before = _server_cpu(url)
+    client_before = resource.getrusage(resource.RUSAGE_SELF)
+    result = asyncio.run(_load(url, clients, requests, tokens, endpoint, model))
+    client_after = resource.getrusage(resource.RUSAGE_SELF)
+    server_after, decode_after = _server_cpu(url)
+    per_token = 1e6 / max(1, result["tokens"])
+    decode = (decode_after - decode_before) * per_token
+    result["cpu_us_per_token"] = {
+        "decoding thread": decode,
+        "server, rest (event loop, HTTP, JSON)": (server_after - server_before) * per_token - decode,
+        "load generator": (client_after.ru_utime + client_after.ru_stime - client_before.ru_utime
+                           - client_before.ru_stime) * per_token,
+    }  # fmt: skip
+    return result
+
+
+def engine(release: str, clients: int, requests: int, tokens: int) -> dict:
+    """`benchmark_batching` in the deploy venv: the engine's own rate with the same clients."""
+    env = next(env for env in LOCATIONS if (env.path / env.package / "benchmark_batching.py").is_file())
+    command = [str(env.python), "-m", f"{env.package}.benchmark_batching", "--release", release]
+    command += ["--clients", str(clients), "--requests", str(requests), "--tokens", str(tokens)]
+    output = subprocess.run(command, cwd=env.path, capture_output=True, text=True)
+    if output.returncode:
+        sys.exit(f"benchmark_batching failed:\n{output.stderr[-2000:]}")
+    return json.loads(output.stdout.strip().splitlines()[-1])
+
+
+def _start_server() -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "cli.py"), "serve", "--port", str(port)],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    if not wait_until(lambda: http_ok(url + "/ready"), 60, alive=lambda: server.poll() is None):
+        sys.exit("the server did not start: is there a release? (python scripts/cli.py run)")
+    return server, url
+
+
+def _print_row(clients: int, figures: dict, http: dict) -> None:
+    ratio = http["tokens_per_second"] / figures["engine_tokens_per_second"]
+    cpu = http["cpu_us_per_token"]
+    print(
+        f"{clients:>7} {figures['engine_tokens_per_second']:>9,.0f} {figures['loop_tokens_per_second']:>9,.0f} "
+        f"{http['tokens_per_second']:>9,.0f} {ratio:>6.0%} {http['errors']:>6} {http['p50_ms']:>7.1f} "
+        f"{http['p95_ms']:>7.1f} {http['ttft_p50_ms']:>7.1f}   "
+        + " / ".join(f"{value:.1f}" for value in cpu.values()),
+        flush=True,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", help="a running server (loopback); default: start one")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 64])
-    parser.add_argument("--requests", type=int, default=200, help="requests per client count")
+    parser.add_argument("--requests", type=int, default=400, help="requests per client count")
     parser.add_argument("--max-new-tokens", type=int, default=50)
-    parser.add_argument(
-        "--endpoint",
-        choices=["completions", "generate"],
-        default="completions",
-        help="completions: POST /v1/completions, streamed (time to first token is the first event); "
-        "generate: POST /generate (first token = whole answer)",
-    )
+    parser.add_argument("--endpoint", choices=["completions", "generate"], default="completions",
+                        help="completions: POST /v1/completions, streamed; generate: POST /generate")  # fmt: skip
     args = parser.parse_args()
-    server = None
-    url = args.url
-    if url is None:
-        port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, str(ROOT / "scripts" / "cli.py"), "serve", "--port", str(port)],
-            start_new_session=True,
-            stdout=subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}"
-        if not wait_until(lambda: http_ok(url + "/health"), 60, alive=lambda: server.poll() is None):
-            sys.exit("the server did not start: is there a release? (python scripts/cli.py run)")
+    server, url = _start_server() if args.url is None else (None, args.url)
     if not url.startswith(("http://127.", "http://localhost", "http://[::1]")):
         sys.exit("load tests target loopback only")
     try:
-        model = None
-        if args.endpoint == "completions":
-            with urllib.request.urlopen(url + "/v1/models", timeout=10) as response:
-                model = json.load(response)["data"][0]["id"]
-        print(
-            f"{'clients':>7} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p95 ms':>8} {'TTFT p50':>9} {'req/s':>7} "
-            f"{'tokens/s':>9}"
-        )
+        with urllib.request.urlopen(url + "/ready", timeout=10) as response:
+            version = json.load(response)["release"]
+        with urllib.request.urlopen(url + "/v1/models", timeout=10) as response:
+            model = json.load(response)["data"][0]["id"]
+        release = str(settings.OUTPUT_DIR.path() / "releases" / version)
+        print(f"release {version}, {args.requests} requests of {args.max_new_tokens} tokens per client count")
+        print(f"{'clients':>7} {'engine':>9} {'+loop':>9} {'HTTP':>9} {'ratio':>6} {'errors':>6} {'p50 ms':>7} "
+              f"{'p95 ms':>7} {'TTFT':>7}   CPU us/token: decoding / server rest / load generator")  # fmt: skip
         for clients in args.clients:
-            r = run_load(url, clients, args.requests, args.max_new_tokens, args.endpoint, model)
-            print(
-                f"{r['clients']:>7} {r['requests']:>8} {r['errors']:>6} {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} "
-                f"{r['ttft_p50_ms']:>9.1f} {r['requests_per_second']:>7.1f} {r['tokens_per_second']:>9.0f}"
-            )
+            figures = engine(release, clients, args.requests, args.max_new_tokens)
+            http = run_http(url, clients, args.requests, args.max_new_tokens, args.endpoint, model)
+            _print_row(clients, figures, http)
     finally:
         if server is not None:
             os.killpg(server.pid, signal.SIGINT)

@@ -26,6 +26,7 @@ def test_pipeline_produces_a_release_that_onnx_runtime_serves(tiny_pipeline):
     release_folder = releases / latest["path"]
     assert f"deploy/latest_release: latest release: {release_folder}" in result.stdout
     assert sorted(p.name for p in release_folder.iterdir()) == [
+        "chat_template.jinja",
         "model.onnx",
         "model_card.json",
         "model_card.md",
@@ -37,6 +38,7 @@ def test_pipeline_produces_a_release_that_onnx_runtime_serves(tiny_pipeline):
     assert sorted(row["experiment"] for row in card["experiment"]["leaderboard"]) == sorted(EXPERIMENTS)
     assert card["metrics"]["model"]["loss"] < card["metrics"]["baselines"]["bigram"]["loss"]
     assert all(card["upstream_data_versions"].values()), card["upstream_data_versions"]
+    assert card["checks"]["onnx_parity"]["passed"] and card["chat"]["stop"] == ["\n\n"]
 
     # Load and sample in the deploy venv, in a process without torch.
     code = (

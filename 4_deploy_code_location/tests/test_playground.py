@@ -27,6 +27,9 @@ def browser():
 
 def test_prompt_generate_and_see_the_text_stream_in(browser, server, tmp_path):
     page = browser.new_page()
+    console_errors = []
+    page.on("console", lambda message: console_errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: console_errors.append(str(error)))
     requests_outside = []
     page.on("request", lambda r: None if r.url.startswith(server) else requests_outside.append(r.url))
     page.goto(server + "/")
@@ -60,6 +63,7 @@ def test_prompt_generate_and_see_the_text_stream_in(browser, server, tmp_path):
     assert len({n for n in growth if 0 < n < 300}) >= 10, growth[:50]  # it arrived piece by piece
     assert "300 tokens" in page.text_content("#status")
     assert requests_outside == []
+    assert console_errors == []  # no missing favicon, no script error
 
 
 def test_the_docs_page_renders_offline(browser, server):
@@ -71,3 +75,26 @@ def test_the_docs_page_renders_offline(browser, server):
     assert "Character-level transformer" in page.text_content(".swagger-ui .info .title")
     assert page.locator(".opblock-summary-path", has_text="/v1/completions").count() >= 1
     assert requests_outside == []
+
+
+TRY_IT_OUT = [
+    ("OpenAI", "completions_v1_completions_post"),
+    ("OpenAI", "chat_completions_v1_chat_completions_post"),
+    ("Generation", "generate_generate_post"),
+    ("Tokens", "tokenize_tokenize_post"),
+    ("Tokens", "detokenize_detokenize_post"),
+]
+
+
+@pytest.mark.parametrize(("tag", "operation"), TRY_IT_OUT)
+def test_swaggers_try_it_out_succeeds_with_its_own_example(browser, server, tag, operation):
+    page = browser.new_page()
+    page.goto(server + "/docs")
+    block = page.locator(f"#operations-{tag}-{operation}")
+    block.locator(".opblock-summary").click()
+    block.locator("button.try-out__btn").click()
+    block.locator("button.execute").click()
+    status = block.locator(".live-responses-table .response-col_status").first
+    status.wait_for(timeout=20000)
+    body = block.locator(".live-responses-table .microlight").first.text_content()
+    assert status.text_content().strip() == "200", body

@@ -26,6 +26,7 @@ from pipeline_cli.environments import build_environment, lock_environment, lock_
 from pipeline_cli.instance import dagster_env, dagster_home, ensure_dagster_home
 from pipeline_cli.locations import ENVIRONMENTS, LOCATIONS, Environment, LocationError
 from pipeline_cli.processes import Stopped, supervise
+from pipeline_cli.releases import releases_location, run_releases
 from pipeline_cli.stack import Stack, StackError
 
 
@@ -205,6 +206,46 @@ def serve(release: str | None, host: str, port: int) -> None:
     if release:
         command += ["--release", release]
     sys.exit(supervise(command, dagster_env(), server.path))
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def releases(context: click.Context) -> None:
+    """List the releases (version, experiment, losses, parity, when; the live one marked), promote one or roll back.
+
+    `latest.json` moves atomically, in a folder or object storage, and only to a release that passes its checks
+    (sha256, ONNX parity recorded, loads and generates); a running `serve` swaps to it within a second.
+    """
+    if context.invoked_subcommand is None:
+        context.invoke(list_releases)
+
+
+def _releases(*args: str) -> None:
+    try:
+        server = releases_location()
+    except LocationError as error:
+        fail(str(error))
+    require_setup((server,))
+    sys.exit(run_releases(*args))
+
+
+@releases.command(name="list")
+def list_releases() -> None:
+    """List the releases, oldest first; `*` marks the live one."""
+    _releases("list")
+
+
+@releases.command()
+@click.argument("version")
+def promote(version: str) -> None:
+    """Make release VERSION live (refused, with the reasons, if it fails its checks)."""
+    _releases("promote", version)
+
+
+@releases.command()
+def rollback() -> None:
+    """Make the release that was live before the current one live again (after the same checks)."""
+    _releases("rollback")
 
 
 @cli.command()

@@ -1,0 +1,114 @@
+"""The batching engine's own rate, without HTTP: what `scripts/load_test.py` measures the server against.
+
+`python -m deploy_code_location.benchmark_batching --release DIR --clients 32 --requests 400 --tokens 50` runs the
+server's `Batcher` with N closed-loop clients (each submits one sequence of `--tokens` tokens after "ROMEO:\\n", waits
+for it to end, submits the next, as the load test's clients do) and prints one JSON line:
+
+- `engine_tokens_per_second`: the batcher alone (sampling, the ONNX step, bookkeeping);
+- `loop_tokens_per_second`: the same through the server's asyncio hand-over (`DecodingJob` on an event loop, one
+  wake-up per step) and its stream chunks written as bytes, no sockets: what the HTTP path adds before HTTP;
+- CPU seconds per token of the decoding thread and of the event loop in the second run.
+
+Figures, not a test. No torch imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from deploy_code_location.onnx_generator import OnnxGenerator, Sequence
+from deploy_code_location.serving.batcher import Batcher
+from deploy_code_location.serving.choices import ChunkWriter
+from deploy_code_location.serving.state import sampler
+from deploy_code_location.serving.streams import DecodingJob, LoopWaker
+
+PROMPT = "ROMEO:\n"
+
+
+def engine_rate(generator: OnnxGenerator, clients: int, requests: int, tokens: int) -> dict[str, float]:
+    """Tokens/s of the batcher alone with `clients` closed-loop clients."""
+    batcher = Batcher(max_batch=64)
+    ids = list(map(int, generator.tokenizer.encode(PROMPT)))
+    remaining, lock = iter(range(requests)), threading.Lock()
+
+    def client() -> None:
+        done = threading.Event()
+        while True:
+            with lock:
+                index = next(remaining, None)
+            if index is None:
+                return
+            done.clear()
+            choose = sampler(1.0, 1.0, None, index)
+            batcher.submit(generator, [Sequence(list(ids), tokens, choose, on_finish=lambda _s: done.set())])
+            done.wait()
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    cpu = batcher.stats.cpu_seconds
+    batcher.stop()
+    return {"engine_tokens_per_second": requests * tokens / wall, "engine_thread_cpu_us_per_token":
+            1e6 * cpu / (requests * tokens)}  # fmt: skip
+
+
+def loop_rate(generator: OnnxGenerator, clients: int, requests: int, tokens: int) -> dict[str, float]:
+    """Tokens/s through `DecodingJob` on an event loop, each token written as a stream chunk (bytes), no sockets."""
+    waker = LoopWaker()
+    batcher = Batcher(max_batch=64, after_step=waker.wake)
+    ids = generator.tokenizer.encode(PROMPT)
+    writer = ChunkWriter({"id": "cmpl-0", "object": "text_completion", "created": 0, "model": "m",
+                          "system_fingerprint": generator.version})  # fmt: skip
+
+    async def run() -> float:
+        remaining = iter(range(requests))
+
+        async def client() -> None:
+            for index in remaining:
+                job = DecodingJob(batcher, generator, waker, [(ids, sampler(1.0, 1.0, None, index))], tokens)
+                job.start()
+                async for items in job.updates():
+                    b"".join(writer.event(f'{{"text":{json.dumps(p.text)}}}') for _, p in items if p is not None)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        return time.perf_counter() - started
+
+    cpu_before = time.thread_time()
+    wall = asyncio.run(run())
+    loop_cpu = time.thread_time() - cpu_before
+    engine_cpu = batcher.stats.cpu_seconds
+    batcher.stop()
+    total = requests * tokens
+    return {"loop_tokens_per_second": total / wall, "loop_thread_cpu_us_per_token": 1e6 * loop_cpu / total,
+            "loop_engine_thread_cpu_us_per_token": 1e6 * engine_cpu / total}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--release", required=True, help="release folder")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--tokens", type=int, default=50)
+    args = parser.parse_args()
+    generator = OnnxGenerator(Path(args.release))
+    np.random.default_rng(0)
+    figures = {"clients": args.clients}
+    figures |= engine_rate(generator, args.clients, args.requests, args.tokens)
+    figures |= loop_rate(generator, args.clients, args.requests, args.tokens)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

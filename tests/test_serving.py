@@ -1,0 +1,103 @@
+"""The server on a release the pipeline really made: it scores the held-out test split as the evaluation location's
+PyTorch model did; and `cli.py releases` lists, promotes, rolls back and refuses."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, run_cli
+from shared_code_location import settings
+from shared_code_location.net import free_port, http_ok, wait_until
+
+DEPLOY_PYTHON = ROOT / "4_deploy_code_location" / ".venv" / "bin" / "python"
+
+
+def _latest(releases) -> tuple[dict, dict]:
+    pointer = json.loads((releases / "latest.json").read_text())
+    return pointer, json.loads((releases / pointer["path"] / "model_card.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def pipeline_server(tiny_pipeline):
+    """`cli.py serve` on the tiny pipeline's releases: (its url, the pipeline's folder)."""
+    env, folder, result = tiny_pipeline
+    assert result.returncode == 0, result.stdout + result.stderr
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "cli.py"), "serve", "--port", str(port)],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    assert wait_until(lambda: http_ok(url + "/ready"), 60, alive=lambda: process.poll() is None)
+    yield url, folder
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def test_the_server_scores_the_test_split_as_the_evaluation_did(pipeline_server):
+    url, folder = pipeline_server
+    pointer, card = _latest(folder / "releases")
+    release = folder / "releases" / pointer["path"]
+    tokens = folder / "storage" / "etl" / "test_tokens.npy"
+    block = str(card["model_config"]["block_size"])
+    scorer = [str(DEPLOY_PYTHON), str(ROOT / "tests" / "serving_scorer.py"), url, str(tokens)]
+    answer = subprocess.run([*scorer, str(release / "vocabulary.json"), block], capture_output=True, text=True)
+    assert answer.returncode == 0, answer.stderr
+    served = json.loads(answer.stdout)
+    evaluated = card["metrics"]["model"]
+    print(
+        f"\nserved ONNX model: {served['loss']:.6f} nats/char over {served['tokens']} characters "
+        f"({served['requests']} requests); evaluation report (PyTorch): {evaluated['loss']:.6f} over "
+        f"{evaluated['tokens']}; difference {abs(served['loss'] - evaluated['loss']):.2e}"
+    )
+    assert served["tokens"] == evaluated["tokens"]  # the same windows
+    assert abs(served["loss"] - evaluated["loss"]) < 1e-3
+
+
+def _copy_release(releases, version: str, new_version: str):
+    folder = releases / "releases" / new_version
+    shutil.copytree(releases / "releases" / version, folder)
+    card = json.loads((folder / "model_card.json").read_text())
+    (folder / "model_card.json").write_text(json.dumps(card | {"version": new_version}))
+    return folder
+
+
+def test_releases_list_promote_rollback_and_refuse(tiny_pipeline, tmp_path):
+    env, folder, _ = tiny_pipeline
+    pointer, _ = _latest(folder / "releases")
+    output = tmp_path / "releases"
+    shutil.copytree(folder / "releases", output)
+    env = env | {settings.OUTPUT_DIR.name: str(output)}
+    live, copy = pointer["version"], "29990101T000000Z-copy0001"
+    _copy_release(output, live, copy)
+    broken = _copy_release(output, live, "29990202T000000Z-broken01")
+    (broken / "model.onnx").write_bytes(b"not onnx")
+
+    listing = run_cli("releases", env=env)
+    print(f"\n$ cli.py releases\n{listing.stdout}")
+    assert listing.returncode == 0, listing.stderr
+    rows = {row.split()[-7]: row for row in listing.stdout.splitlines()[1:-1]}  # by version
+    assert rows[live].startswith(f"*  {live}") and not rows[copy].startswith("*")
+    assert "PARITY" in listing.stdout.splitlines()[0] and listing.stdout.splitlines()[-1] == f"live: {live} (* above)"
+
+    promoted = run_cli("releases", "promote", copy, env=env)
+    print(f"$ cli.py releases promote {copy}\n{promoted.stdout}{promoted.stderr}")
+    assert promoted.returncode == 0 and promoted.stdout.startswith(f"promoted {copy} (was {live})")
+    assert json.loads((output / "latest.json").read_text())["version"] == copy
+
+    refused = run_cli("releases", "promote", broken.name, env=env)
+    print(f"$ cli.py releases promote {broken.name}\n{refused.stderr}")
+    assert refused.returncode == 1 and "fails its checks" in refused.stderr
+    assert json.loads((output / "latest.json").read_text())["version"] == copy
+
+    rolled = run_cli("releases", "rollback", env=env)
+    print(f"$ cli.py releases rollback\n{rolled.stdout}{rolled.stderr}")
+    assert rolled.returncode == 0 and rolled.stdout.startswith(f"rolled back to {live} (was {copy})")
+    again = run_cli("releases", "rollback", env=env)
+    print(f"$ cli.py releases rollback\n{again.stderr}")
+    assert again.returncode == 1 and "records no release before" in again.stderr
