@@ -71,7 +71,9 @@ async def _load(url: str, clients: int, requests: int, tokens: int, endpoint: st
         nonlocal errors
         reader, writer = await asyncio.open_connection(host, int(port))
         for seed in remaining:
-            status, first, seconds = await _one_request(reader, writer, host, path, json.dumps(body | {"seed": seed}).encode())
+            status, first, seconds = await _one_request(
+                reader, writer, host, path, json.dumps(body | {"seed": seed}).encode()
+            )
             if status == 200:
                 latencies.append(seconds)
                 first_tokens.append(first)
@@ -153,8 +155,7 @@ def _print_row(clients: int, figures: dict, http: dict) -> None:
     print(
         f"{clients:>7} {figures['engine_tokens_per_second']:>9,.0f} {figures['loop_tokens_per_second']:>9,.0f} "
         f"{http['tokens_per_second']:>9,.0f} {ratio:>6.0%} {http['errors']:>6} {http['p50_ms']:>7.1f} "
-        f"{http['p95_ms']:>7.1f} {http['ttft_p50_ms']:>7.1f}   "
-        + " / ".join(f"{value:.1f}" for value in cpu.values()),
+        f"{http['p95_ms']:>7.1f} {http['ttft_p50_ms']:>7.1f}   " + " / ".join(f"{value:.1f}" for value in cpu.values()),
         flush=True,
     )
 

@@ -159,7 +159,7 @@ class OnnxGenerator:
         ids, unknown = self.encode_prompt(prompt)
         rng = np.random.default_rng(seed)
         start = time.perf_counter()
-        new_ids = self.decode(ids, max_new_tokens, lambda logits: sample_token(logits, temperature, top_k, rng, top_p))
+        new_ids = self.decode(ids, max_new_tokens, Sampler(temperature, top_k, rng, top_p))
         seconds = time.perf_counter() - start
         return Generation(self.tokenizer.decode(new_ids), len(new_ids), seconds, unknown)
 
@@ -290,8 +290,8 @@ class DecodeBatch:
         self.cache[:, :, index, :, width - length :] = row_cache[:, :, 0]
         self.mask[index] = np.arange(width) >= width - length
 
-    def _emit(self, sequence: Sequence) -> None:
-        token = sequence.choose(sequence.logits)
+    def _emit(self, sequence: Sequence, token: int | None = None) -> None:
+        token = sequence.choose(sequence.logits) if token is None else token
         sequence.tokens.append(token)
         scores = None if sequence.logprobs is None else token_scores(sequence.logits, token, sequence.logprobs)
         if not sequence.on_token(token, scores):
@@ -303,11 +303,12 @@ class DecodeBatch:
         """Each row picks its next id; finished rows leave; the rest run one step together. Returns the rows that
         finished (or were cancelled) in this call."""
         generator = self.generator
+        picked = self._sample_batched()
         for index, sequence in enumerate(self.rows):
             if sequence.cancelled:
                 sequence.done, sequence.finish_reason = True, "cancelled"
                 continue
-            self._emit(sequence)
+            self._emit(sequence, picked.get(index))
             while not sequence.done and sequence.real_slots >= generator.block_size:
                 # A full block: restart from the latest half block, which includes the id just picked.
                 recent = np.asarray(sequence.tokens[-generator.context_after_slide :], np.int64)
@@ -331,6 +332,15 @@ class DecodeBatch:
                 sequence.real_slots += 1
         return finished
 
+    def _sample_batched(self) -> dict[int, int]:
+        """The next id of every row that samples with a `Sampler`, in one pass ({row index: id}); other rows (a
+        custom `choose`) pick their own in `_emit`."""
+        rows = [i for i, s in enumerate(self.rows) if isinstance(s.choose, Sampler) and not s.cancelled]
+        if not rows:
+            return {}
+        logits = np.stack([self.rows[i].logits for i in rows])
+        return dict(zip(rows, sample_rows(logits, [self.rows[i].choose for i in rows]).tolist(), strict=True))
+
     def _trim(self) -> None:
         used = self.mask.any(axis=0)
         first = int(np.argmax(used)) if used.any() else self.mask.shape[1]
@@ -342,31 +352,62 @@ def _pad_slots(cache: np.ndarray, count: int) -> np.ndarray:
     return np.pad(cache, [(0, 0)] * 4 + [(count, 0), (0, 0)]) if count else cache
 
 
+class Sampler:
+    """How one sequence picks its next id: `temperature` (0 is greedy), `top_k`, `top_p`, and its own random
+    generator (so it samples the same alone or batched). Called with one row of logits, or through `sample_rows`
+    for a whole batch at once (what `DecodeBatch` does: one NumPy pass per step instead of one per row)."""
+
+    def __init__(self, temperature: float, top_k: int | None, rng: np.random.Generator, top_p: float = 1.0):
+        self.temperature, self.top_k, self.rng, self.top_p = temperature, top_k, rng, top_p
+
+    def __call__(self, logits: np.ndarray) -> int:
+        return int(sample_rows(logits[None, :], [self])[0])
+
+
 def sample_token(
     logits: np.ndarray, temperature: float, top_k: int | None, rng: np.random.Generator, top_p: float = 1.0
 ) -> int:
     """One id from next-token logits, never the unknown symbol: greedy at temperature 0, else sampled at
-    `temperature` among the `top_k` likeliest and the smallest set whose probability reaches `top_p`.
+    `temperature` among the `top_k` likeliest and the smallest set whose probability reaches `top_p`."""
+    return Sampler(temperature, top_k, rng, top_p)(logits)
+
+
+def sample_rows(logits: np.ndarray, samplers: list[Sampler]) -> np.ndarray:
+    """One id per row of `logits` [rows, vocab], row i picked by `samplers[i]` (see `sample_token`).
 
     Scores are shifted so that the best is 0 before dividing by the temperature: the best id always keeps weight 1,
-    so even a temperature such as 5e-324 gives the greedy choice instead of NaN probabilities.
+    so even a temperature such as 5e-324 gives the greedy choice instead of NaN probabilities. Each row draws one
+    uniform number from its own generator (inverse-CDF sampling), so a row's id does not depend on the others.
     """
     scores = logits.astype(np.float64)
-    scores[UNKNOWN_ID] = -np.inf  # the unknown symbol is an input placeholder, never an output
-    if temperature == 0:
-        return int(np.argmax(scores))
-    if top_k and top_k < scores.shape[0]:
-        kth = np.partition(scores, -top_k)[-top_k]
-        scores = np.where(scores < kth, -np.inf, scores)
+    scores[:, UNKNOWN_ID] = -np.inf  # the unknown symbol is an input placeholder, never an output
+    temperatures = np.array([s.temperature for s in samplers], dtype=np.float64)
+    greedy = temperatures == 0
+    ids = np.argmax(scores, axis=1)
+    if greedy.all():
+        return ids
+    for row, sampler in enumerate(samplers):
+        if sampler.top_k and sampler.top_k < scores.shape[1] and not greedy[row]:
+            kth = np.partition(scores[row], -sampler.top_k)[-sampler.top_k]
+            scores[row] = np.where(scores[row] < kth, -np.inf, scores[row])
     with np.errstate(over="ignore", under="ignore"):
-        probabilities = np.exp((scores - scores.max()) / temperature)
-    if top_p < 1.0:
-        order = np.argsort(-probabilities, kind="stable")
-        cumulative = np.cumsum(probabilities[order])
-        keep = order[: int(np.searchsorted(cumulative, top_p * cumulative[-1])) + 1]
-        kept = np.zeros_like(probabilities)
-        kept[keep] = probabilities[keep]
-        probabilities = kept
-    # Inverse-CDF sampling: one uniform draw, several times cheaper than rng.choice(p=...).
-    cumulative = np.cumsum(probabilities)
-    return min(int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right")), len(cumulative) - 1)
+        probabilities = np.exp(
+            (scores - scores.max(axis=1, keepdims=True)) / np.where(greedy, 1.0, temperatures)[:, None]
+        )
+    for row, sampler in enumerate(samplers):
+        if sampler.top_p < 1.0 and not greedy[row]:
+            probabilities[row] = _nucleus(probabilities[row], sampler.top_p)
+    cumulative = np.cumsum(probabilities, axis=1)
+    draws = np.array([0.0 if greedy[row] else s.rng.random() for row, s in enumerate(samplers)])
+    sampled = np.minimum((cumulative <= (draws * cumulative[:, -1])[:, None]).sum(axis=1), scores.shape[1] - 1)
+    return np.where(greedy, ids, sampled)
+
+
+def _nucleus(probabilities: np.ndarray, top_p: float) -> np.ndarray:
+    """`probabilities` (one row, not normalised) kept only on the smallest set of ids reaching `top_p`."""
+    order = np.argsort(-probabilities, kind="stable")
+    cumulative = np.cumsum(probabilities[order])
+    keep = order[: int(np.searchsorted(cumulative, top_p * cumulative[-1])) + 1]
+    kept = np.zeros_like(probabilities)
+    kept[keep] = probabilities[keep]
+    return kept

@@ -1,6 +1,7 @@
 """The playground page in a real browser (Debian's Chromium driven by Playwright): type a prompt, press Generate, and
 watch the text stream in. The screenshot is saved under the test's temporary folder (printed with -s)."""
 
+import json
 import os
 import shutil
 
@@ -94,7 +95,8 @@ def test_swaggers_try_it_out_succeeds_with_its_own_example(browser, server, tag,
     block.locator(".opblock-summary").click()
     block.locator("button.try-out__btn").click()
     block.locator("button.execute").click()
-    status = block.locator(".live-responses-table .response-col_status").first
+    status = block.locator(".live-responses-table tbody .response-col_status").first
     status.wait_for(timeout=20000)
-    body = block.locator(".live-responses-table .microlight").first.text_content()
+    body = block.locator(".live-responses-table tbody .microlight").first.text_content()
     assert status.text_content().strip() == "200", body
+    assert json.loads(body)  # the answer shown is JSON

@@ -9,7 +9,7 @@ from typing import Annotated
 import numpy as np
 from fastapi import Depends, Request
 
-from deploy_code_location.onnx_generator import OnnxGenerator, sample_token
+from deploy_code_location.onnx_generator import OnnxGenerator, Sampler
 from deploy_code_location.release_store import ReleaseNotFoundError
 from deploy_code_location.serving.batcher import Batcher, QueueFullError
 from deploy_code_location.serving.errors import ApiError
@@ -70,8 +70,7 @@ def server_state(request: Request) -> ServerState:
 Server = Annotated[ServerState, Depends(server_state)]
 
 
-def sampler(temperature: float, top_p: float, top_k: int | None, seed: int | None):
+def sampler(temperature: float, top_p: float, top_k: int | None, seed: int | None) -> Sampler:
     """A `choose(logits) -> id` for one choice, with its own random generator (so it samples the same alone or
     batched)."""
-    rng = np.random.default_rng(seed)
-    return lambda logits: sample_token(logits, temperature, top_k, rng, top_p)
+    return Sampler(temperature, top_k, np.random.default_rng(seed), top_p)
