@@ -163,16 +163,10 @@ class Completion(BaseModel):
     usage: Usage
 
 
-class CompletionChunk(BaseModel):
+class CompletionChunk(Completion):
     """One server-sent event of a streamed completion: each choice's new text (`finish_reason` set in its last
     chunk); with `stream_options.include_usage`, a last chunk with no choices and the `usage`."""
 
-    id: str
-    object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
-    system_fingerprint: str
-    choices: list[CompletionChoice]
     usage: Usage | None = None
 
 
