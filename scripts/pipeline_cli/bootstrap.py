@@ -71,9 +71,14 @@ def install_root_environment() -> None:
         subprocess.run([sys.executable, "-m", "venv", str(ROOT_VENV)], check=True)
         pip = [str(ROOT_PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
         subprocess.run([*pip, f"uv=={UV_VERSION}"], check=True)
+    stamp = ROOT_VENV / ".setup-fingerprint"
+    wanted = ROOT_REQUIREMENTS.read_bytes() + (SHARED_PACKAGE / "pyproject.toml").read_bytes()
+    if stamp.exists() and stamp.read_bytes() == wanted:
+        return  # unchanged since the last setup
     install = [str(UV), "pip", "install", "--quiet", *pip_index_flags(), "--python", str(ROOT_PYTHON)]
     subprocess.run([*install, "-r", str(ROOT_REQUIREMENTS)], check=True)
     subprocess.run([*install, "--no-deps", "-e", str(SHARED_PACKAGE)], check=True)
+    stamp.write_bytes(wanted)
 
 
 def in_root_venv() -> bool:

@@ -11,7 +11,7 @@ import time
 
 import click
 
-from pipeline_cli.bootstrap import ROOT, ROOT_PYTHON, ROOT_VENV
+from pipeline_cli.bootstrap import ROOT, ROOT_PYTHON, ROOT_VENV, install_root_environment
 from shared_code_location import settings
 
 # This checkout is the project, whatever the caller's environment says: every process the CLI starts agrees.
@@ -68,6 +68,7 @@ def setup(force: bool) -> None:
         variant = machine_torch_variant()
     except ValueError as error:
         fail(str(error))
+    install_root_environment()  # up to date already when setup started from bare Python
     click.echo(f"root environment: {ROOT_VENV.relative_to(ROOT)} (click, uv, dagster-webserver, dg)")
     click.echo(f"PyTorch: the {variant.upper()} build (set {settings.TORCH_VARIANT.name} to choose)")
     for env in ENVIRONMENTS:

@@ -54,10 +54,10 @@ class OutputFolderResource(dg.ConfigurableResource):
     @property
     def path(self) -> UPath:
         """The folder as an absolute path (a local one created if missing), or the object-storage URI."""
-        from shared_code_location.storage import storage_errors
+        from shared_code_location.storage_formats import is_local
 
         folder = self.object_store.path(self.folder)
-        with storage_errors(folder):
+        if is_local(folder):  # object stores have no folders (and s3fs's mkdir would create a missing bucket)
             folder.mkdir(parents=True, exist_ok=True)
         return folder
 

@@ -6,6 +6,8 @@ from deploy_code_location.defs.leaderboard import LEADERBOARD_KEY
 from deploy_code_location.defs.release import ONNX_MODEL_KEY, RELEASE_KEY, winning_model
 from deploy_code_location.defs.smoke_test import SMOKE_PROMPT
 from shared_code_location.asset_keys import IO_MANAGER_KEY
+from shared_code_location.resources import OutputFolderResource
+from shared_code_location.storage import storage_errors
 from shared_code_location.storage_formats import sha256_hex
 
 #: Largest |ONNX Runtime − PyTorch| logit difference accepted on any parity shape.
@@ -41,14 +43,15 @@ def onnx_matches_pytorch(
 
 
 @dg.asset_check(asset=RELEASE_KEY, blocking=True)
-def release_loads_and_generates(release: dict) -> dg.AssetCheckResult:
-    """The release folder on disk matches its sha256, loads in ONNX Runtime and generates text."""
-    from pathlib import Path
-
+def release_loads_and_generates(output_folder: OutputFolderResource, release: dict) -> dg.AssetCheckResult:
+    """The release as written (a folder, or in object storage) matches its sha256, loads in ONNX Runtime and
+    generates text."""
     from deploy_code_location.onnx_generator import OnnxGenerator
+    from deploy_code_location.release_store import resolve_release
 
-    folder = Path(release["path"])
-    sha_ok = sha256_hex((folder / "model.onnx").read_bytes()) == release["model_sha256"]
+    folder = resolve_release(output_folder.path, release["version"])
+    with storage_errors(folder):
+        sha_ok = sha256_hex((folder / "model.onnx").read_bytes()) == release["model_sha256"]
     tokens = RELEASE_CHECK_TOKENS
     generation = OnnxGenerator(folder).generate(SMOKE_PROMPT, max_new_tokens=tokens, temperature=0.8, seed=0)
     return dg.AssetCheckResult(

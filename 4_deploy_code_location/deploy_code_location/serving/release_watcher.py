@@ -8,7 +8,7 @@ from pathlib import Path
 
 from deploy_code_location.onnx_generator import OnnxGenerator
 from deploy_code_location.release_store import LATEST_POINTER, ReleaseNotFoundError, resolve_release
-from shared_code_location.storage import StorageError, storage_errors
+from shared_code_location.storage import StorageError, check_bucket, storage_errors
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class ReleaseWatcher:
             try:
                 return pointer.read_text(encoding="utf-8")
             except FileNotFoundError:
+                check_bucket(pointer)
                 return None
 
     def current(self) -> OnnxGenerator:
