@@ -20,7 +20,10 @@ class CorpusError(ValueError):
 
 def read_text_file(path: Path) -> str:
     """The file's text, strictly UTF-8 (a BOM is dropped); raises `CorpusError` naming the file and the problem."""
-    data = path.read_bytes()
+    from shared_code_location.storage import storage_errors
+
+    with storage_errors(path):
+        data = path.read_bytes()
     if not data.strip():
         raise CorpusError(f"input file {path} is empty")
     sample = data[:65536]
