@@ -3,9 +3,11 @@ nothing in local asset storage, the server following the release there; and obje
 (wrong credentials, a missing bucket, an unreachable endpoint) failing with its URI and the problem, the last good
 release untouched."""
 
+import contextlib
 import json
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 
 import pytest
@@ -56,26 +58,43 @@ def test_the_whole_pipeline_keeps_its_data_and_releases_in_the_bucket(bucket_pip
     assert f"latest release: {RELEASES_URI}/releases/{latest['version']}" in result.stdout
 
 
-def test_the_server_serves_the_release_in_the_bucket(bucket_pipeline, store):
-    env, _, result = bucket_pipeline
-    assert result.returncode == 0
-    latest = json.loads(store.filesystem().cat(f"{RELEASES_URI}/latest.json"))
+@contextlib.contextmanager
+def serving(env: dict[str, str], ready: bool = False):
+    """`cli.py serve` on a free port, once it is live (and ready, if asked); stopped after."""
     port = free_port()
     command = [sys.executable, str(ROOT / "scripts" / "cli.py"), "serve", "--port", str(port)]
     server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        assert wait_until(lambda: http_ok(url + "/ready"), 90, alive=lambda: server.poll() is None), (
-            server.stdout.read().decode() if server.poll() is not None else "not ready"
+        up = wait_until(
+            lambda: http_ok(url + ("/ready" if ready else "/health")), 90, alive=lambda: server.poll() is None
         )
+        assert up, server.stdout.read().decode() if server.poll() is not None else "not up"
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def get(url: str) -> tuple[int, object]:
+    """GET `url`: (status, JSON body)."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def test_the_server_serves_the_release_in_the_bucket(bucket_pipeline, store):
+    env, _, result = bucket_pipeline
+    assert result.returncode == 0
+    latest = json.loads(store.filesystem().cat(f"{RELEASES_URI}/latest.json"))
+    with serving(env, ready=True) as url:
         body = {"model": "char-transformer", "prompt": "ROMEO:\n", "max_tokens": 20, "seed": 1}
         request = urllib.request.Request(url + "/v1/completions", json.dumps(body).encode(),
                                          headers={"content-type": "application/json"})  # fmt: skip
         completion = json.load(urllib.request.urlopen(request, timeout=30))
         assert len(completion["choices"][0]["text"]) == 20 and completion["system_fingerprint"] == latest["version"]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 @pytest.mark.parametrize(
@@ -109,9 +128,14 @@ def test_unusable_object_storage_fails_naming_the_uri_and_keeps_the_last_release
         cause = failed.stderr  # the CLI's error: the location, the step and its cause
         assert env[settings.STORAGE_URI.name] in cause and expected in cause, failed.stdout[-2000:] + cause
         assert "botocore" not in cause and "Traceback" not in cause, cause
-    # The server started on unusable storage says so and exits, instead of serving nothing.
-    served = subprocess.run([sys.executable, str(ROOT / "scripts" / "cli.py"), "serve", "--port", str(free_port())],
-                            env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert served.returncode != 0 and expected in served.stderr and "Traceback" not in served.stderr, served.stderr
+    if case == "missing bucket":
+        # The server waits for the bucket (the pipeline's first release creates it): live, not ready, and says why.
+        with serving(env) as url:
+            status, body = get(url + "/ready")
+            assert status == 503 and expected in json.dumps(body), body
+    else:  # The server started on unusable storage says so and exits, instead of serving nothing.
+        command = [sys.executable, str(ROOT / "scripts" / "cli.py"), "serve", "--port", str(free_port())]
+        served = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert served.returncode != 0 and expected in served.stderr and "Traceback" not in served.stderr, served.stderr
     assert fs.cat(f"{RELEASES_URI}/latest.json") == pointer_before
     assert sorted(fs.ls(f"{RELEASES_URI}/releases")) == releases_before

@@ -209,6 +209,28 @@ def serve(release: str | None, host: str, port: int) -> None:
 
 
 @cli.command()
+@click.option(
+    "--torch",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="The PyTorch build of the images with torch; auto: as `setup` chooses for this machine.",
+)
+def images(torch: str) -> None:
+    """Build every image (one per location, the server's, Compose's webserver/daemon and object store) with Docker
+    or Podman, from the repository root; print each one's size and build time."""
+    from pipeline_cli.images import EngineError, build_all, image_size, project_images
+
+    variant = machine_torch_variant() if torch == "auto" else torch
+    try:
+        for built in build_all(project_images(variant)):
+            size = image_size(built.image.tag) / 1e6
+            click.echo(f"  {built.image.tag:<36} {size:>8,.0f} MB  built in {built.seconds:5.1f} s")
+    except EngineError as error:
+        fail(str(error))
+
+
+@cli.command()
 @click.argument("targets", nargs=-1)
 @click.option("-k", "keyword", default=None, help="Only tests matching this pytest expression.")
 @click.option("--no-e2e", is_flag=True, help="Skip the cross-location tests in tests/ (end to end, UI, Dagster+).")
@@ -258,8 +280,8 @@ def lint(fix: bool) -> None:
 def lock(upgrade: bool) -> None:
     """Re-resolve every lock from the pyproject pins (run after editing dependencies): per location the CPU build
     of PyTorch in requirements.lock and, where it has torch, the CUDA build in requirements-cuda.lock."""
-    lock_root(upgrade)
-    click.echo("locked scripts/requirements.lock")
+    for lock_path in lock_root(upgrade):
+        click.echo(f"locked {lock_path.relative_to(ROOT)}")
     for env in ENVIRONMENTS:
         for lock_path in lock_environment(env, upgrade):
             click.echo(f"locked {lock_path.relative_to(ROOT)}")

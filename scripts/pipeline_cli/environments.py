@@ -177,6 +177,17 @@ def _strip_local_packages(lock: Path) -> Path:
     return lock
 
 
-def lock_root(upgrade: bool = False) -> None:
-    """Re-resolve scripts/requirements.lock (the root environment's) from scripts/requirements.in."""
+#: Images that are no location's: the Compose topology's webserver and daemon.
+IMAGE_REQUIREMENTS = ("deploy/compose/requirements.in",)
+
+
+def lock_root(upgrade: bool = False) -> list[Path]:
+    """Re-resolve scripts/requirements.lock (the root environment's) from scripts/requirements.in, and the lock of
+    each image that is no location's; returns the locks written."""
     _compile("scripts/requirements.in", ROOT_REQUIREMENTS, pip_index_flags(), upgrade)
+    written = [ROOT_REQUIREMENTS]
+    for source in IMAGE_REQUIREMENTS:
+        target = (ROOT / source).with_suffix(".lock")
+        _compile(source, target, pip_index_flags(), upgrade)
+        written.append(target)
+    return written

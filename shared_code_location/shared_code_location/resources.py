@@ -9,7 +9,6 @@ container that no other location can see. In both, the object store's endpoint, 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
