@@ -148,6 +148,12 @@ LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $pa
     ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
 
 
+def in_progress(port: int) -> list[str]:
+    """The runs not finished yet."""
+    runs = graphql(port, RUNS_QUERY)["runsOrError"]["results"]
+    return [r["runId"] for r in runs if r["status"] in ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")]
+
+
 def released(port: int) -> bool:
     asset = graphql(port, RELEASE_QUERY)["assetOrError"]
     return bool(asset.get("assetMaterializations"))
@@ -157,27 +163,28 @@ def test_the_pipeline_runs_end_to_end_each_run_in_its_own_container(stack):
     port = stack["webserver"]
     wait_loaded(port)
     selector = {"repositoryLocationName": LOCATION_NAMES[0], "repositoryName": "__repository__", "jobName": "etl_job"}
+    # The stack may have launched runs of its own before (a location's automation on a fresh instance).
     launched = graphql(port, LAUNCH, {"params": {"selector": selector, "runConfigData": {}}})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     started = time.monotonic()
     # The automation sensors carry the new corpus through training, evaluation and the release, location by location.
     assert wait_until(lambda: released(port), 1200), graphql(port, RUNS_QUERY)
     TIMINGS["etl_run_to_release"] = time.monotonic() - started
+    assert wait_until(lambda: not in_progress(port), 300), graphql(port, RUNS_QUERY)  # serving_latency, after it
     runs = graphql(port, RUNS_QUERY)["runsOrError"]["results"]
-    by_location = {}
     images = {env.name: f"{image_name(env)}:latest" for env in LOCATIONS}
+    summary = []
     for record in runs:
         tags = {tag["key"]: tag["value"] for tag in record["tags"]}
         location = record["repositoryOrigin"]["repositoryLocationName"]
-        by_location.setdefault(location, []).append(record)
-        if record["status"] in ("SUCCESS", "FAILURE"):
-            # Launched by the Docker run launcher, in a container of its own, of its location's image.
-            assert tags.get("docker/image") == images[location] and tags.get("docker/container_id"), (location, tags)
-    failed = [(r["jobName"], r["runId"]) for r in runs if r["status"] == "FAILURE"]
-    assert not failed, failed
-    assert set(by_location) == set(LOCATION_NAMES), sorted(by_location)
+        summary.append((location, record["jobName"], record["status"], tags.get("dagster/image")))
+    failed = [row for row in summary if row[2] != "SUCCESS"]
+    assert not failed, f"runs that did not succeed: {failed}; all: {summary}"
+    # Each launched by the Docker run launcher, in a container of its own, of its location's image.
+    assert all(image == images[location] for location, _, _, image in summary), summary
+    assert {row[0] for row in summary} == set(LOCATION_NAMES), summary
     container_ids = [tag["value"] for r in runs for tag in r["tags"] if tag["key"] == "docker/container_id"]
-    assert len(set(container_ids)) == len(container_ids)  # one container per run
+    assert len(container_ids) == len(runs) == len(set(container_ids))  # a container of its own for each run
 
 
 def test_the_serving_container_answers_with_the_release(stack):
@@ -198,19 +205,32 @@ def test_the_serving_container_answers_with_the_release(stack):
     TIMINGS["up_to_release_served"] = time.monotonic() - stack["started"]
 
 
+UPDATED_QUERY = "{ workspaceOrError { ... on Workspace { locationEntries { name updatedTimestamp } } } }"
+
+
+def updated_at(port: int, location: str) -> float:
+    """When the webserver last (re)loaded `location`."""
+    entries = graphql(port, UPDATED_QUERY)["workspaceOrError"]["locationEntries"]
+    return next(entry["updatedTimestamp"] for entry in entries if entry["name"] == location)
+
+
 def test_a_killed_code_server_comes_back_and_its_location_loads_again(stack):
     port = stack["webserver"]
-    service = f"code-{LOCATION_NAMES[1].replace('_', '-')}"
-    [name] = containers_of(service)
-    before = run("inspect", "--format", "{{.State.StartedAt}}", name).stdout.strip()
+    location = LOCATION_NAMES[1]
+    [name] = containers_of(f"code-{location.replace('_', '-')}")
+    started_at = run("inspect", "--format", "{{.State.StartedAt}}", name).stdout.strip()
+    loaded_at = updated_at(port, location)
     killed = time.monotonic()
-    run("kill", "--signal", "KILL", name)
-    # The engine restarts it (`restart: always`); the webserver notices the new server and loads the location.
-    restarted = wait_until(
-        lambda: run("inspect", "--format", "{{.State.StartedAt}}", name).stdout.strip() != before, 120
-    )
-    assert restarted, run("inspect", name, check=False).stdout[-2000:]
-    assert wait_until(lambda: all_loaded(port), 240), _statuses(port)
+    # Its process killed as a crash or the kernel's OOM killer would (an engine's own `kill` counts as a manual
+    # stop, which restart policies leave alone): every process but the container's init, which then exits.
+    run("exec", name, "sh", "-c", "kill -9 -1")
+
+    def restarted() -> bool:
+        return run("inspect", "--format", "{{.State.StartedAt}}", name).stdout.strip() != started_at
+
+    assert wait_until(restarted, 120), run("inspect", name, check=False).stdout[-2000:]
+    # The webserver notices the new server and loads the location from it.
+    assert wait_until(lambda: all_loaded(port) and updated_at(port, location) > loaded_at, 240), _statuses(port)
     TIMINGS["killed_code_server_to_loaded_again"] = time.monotonic() - killed
 
 
