@@ -33,7 +33,7 @@ def clear_build_cache() -> None:
         run("builder", "prune", "-af", check=False)
         return
     run("image", "prune", "-f", check=False)
-    for folder in glob.glob("/var/tmp/buildah-cache-*"):  # Podman's RUN --mount=type=cache folders
+    for folder in glob.glob("/var/tmp/buildah-cache*"):  # Podman's RUN --mount=type=cache folders
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -155,9 +155,14 @@ def lock_environment(env: Environment, upgrade: bool = False) -> list[Path]:
         _compile(source, env.lock, cpu_flags, upgrade, *extra, "--override", override.name)
     written = [_strip_local_packages(env.lock)]
     cuda = env.path / LOCK_FILES["cuda"]
-    if re.search(r"^torch==", env.lock.read_text(), flags=re.MULTILINE):
-        # PyPI's torch for Linux is the CUDA build; a wheel folder's CPU build must not stand in for it.
-        _compile(source, cuda, pip_index_flags(find_links=False), upgrade, *extra)
+    cpu_pins = re.findall(r"^(\S+==\S+)\s*$", env.lock.read_text(), flags=re.MULTILINE)
+    if any(pin.startswith("torch==") for pin in cpu_pins):
+        # The same versions as the CPU lock but for the PyTorch build (and its CUDA libraries); PyPI's torch for
+        # Linux is the CUDA build, and a wheel folder's CPU build must not stand in for it.
+        with tempfile.NamedTemporaryFile("w", suffix=".txt") as same_versions:
+            same_versions.write("".join(f"{pin}\n" for pin in cpu_pins if not pin.startswith("torch==")))
+            same_versions.flush()
+            _compile(source, cuda, pip_index_flags(find_links=False), False, *extra, "-c", same_versions.name)
         written.append(_strip_local_packages(cuda))
     elif cuda.exists():
         cuda.unlink()
@@ -171,9 +176,10 @@ def lock_environment(env: Environment, upgrade: bool = False) -> list[Path]:
 
 def _strip_local_packages(lock: Path) -> Path:
     """The lock without editable or local-path lines (the shared package and the location are installed from the
-    checkout, not pinned), and without the temporary override file's path (`via` the CPU build, instead)."""
+    checkout, not pinned), and without the temporary files' paths (what they stand for, instead)."""
     text = re.sub(r"^-e .*\n|^\S+ @ file://.*\n", "", lock.read_text(), flags=re.MULTILINE)
-    lock.write_text(re.sub(r"--override \S+", "the CPU build (cli.py lock)", text))
+    text = re.sub(r"--override \S+", "the CPU build (cli.py lock)", text)
+    lock.write_text(re.sub(r"^ +# +-c \S+\n", "", text, flags=re.MULTILINE))  # the CUDA lock's "same versions"
     return lock
 
 
