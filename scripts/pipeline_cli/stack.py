@@ -37,8 +37,6 @@ from pipeline_cli.processes import ProcessGroup
 from shared_code_location import settings as project_settings
 from shared_code_location.net import free_port, http_ok, port_is_free
 
-#: The service Dagster's gRPC code server reports in gRPC's standard health protocol (its `grpc-health-check`).
-DAGSTER_GRPC_HEALTH_SERVICE = "DagsterApi"
 #: The system user the embedded server runs as when the CLI runs as root (PostgreSQL refuses root).
 POSTGRES_SYSTEM_USER = "embedded_postgres"
 DATABASE = "dagster"
@@ -237,9 +235,11 @@ class Stack:
         import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+        from shared_code_location.private_dagster import GRPC_HEALTH_SERVICE
+
         if server.process is not None and server.process.poll() is not None:
             raise StackError(_exited(f"the code server of {server.env.name}", server.process, server.log))
-        request = health_pb2.HealthCheckRequest(service=DAGSTER_GRPC_HEALTH_SERVICE)
+        request = health_pb2.HealthCheckRequest(service=GRPC_HEALTH_SERVICE)
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             try:
                 response = health_pb2_grpc.HealthStub(channel).Check(request, timeout=5)

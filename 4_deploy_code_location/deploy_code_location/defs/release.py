@@ -26,7 +26,7 @@ from shared_code_location.automation import ON_UPSTREAM_CHANGE, ON_UPSTREAM_DATA
 from shared_code_location.resources import OutputFolderResource
 from shared_code_location.runs import SUMMARY_METADATA_KEY
 from shared_code_location.storage_formats import StorageFormat, TensorBundle, sha256_hex
-from shared_code_location.versions import latest_materialization
+from shared_code_location.versions import data_version, latest_materialization
 
 ONNX_MODEL_KEY = dg.AssetKey([DEPLOY_PREFIX, "onnx_model"])
 RELEASE_KEY = dg.AssetKey([DEPLOY_PREFIX, "release"])
@@ -47,8 +47,7 @@ def winning_model(context: dg.AssetExecutionContext | dg.AssetCheckExecutionCont
     """The winner's weights, as evaluated: fails if the experiment was retrained since its evaluation (the
     automation then runs evaluate and the leaderboard again before exporting)."""
     winner = leaderboard["winner"]
-    record = latest_materialization(context.instance, TRAINED_MODEL.key, winner)
-    current = (record.asset_materialization.tags or {}).get("dagster/data_version") if record else None
+    current = data_version(latest_materialization(context.instance, TRAINED_MODEL.key, winner))
     if current != leaderboard["winner_model_data_version"]:
         raise dg.Failure(
             f"experiment {winner!r} was retrained after the evaluation the leaderboard ranked "
@@ -113,8 +112,7 @@ def _upstream_data_versions(context: dg.AssetExecutionContext, experiment: str) 
     for key in _LINEAGE_KEYS:
         partitioned = key in (TRAINED_MODEL.key, EVALUATION_REPORT.key)
         record = latest_materialization(context.instance, key, experiment if partitioned else None)
-        tags = record.asset_materialization.tags if record else {}
-        versions[key.to_user_string()] = (tags or {}).get("dagster/data_version")
+        versions[key.to_user_string()] = data_version(record)
     return versions
 
 
