@@ -54,7 +54,6 @@ def images():
     """Every image of the project (the CPU build of PyTorch), built once with the container engine; skips without
     one. The list of what was built, with the seconds each took."""
     from containers import require_engine
-
     from pipeline_cli.images import build_all, project_images
 
     require_engine()

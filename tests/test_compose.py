@@ -18,9 +18,9 @@ import time
 import urllib.request
 
 import pytest
-from containers import require_engine
 
 from conftest import LOCATION_NAMES, ROOT, graphql, location_statuses
+from containers import require_engine
 from pipeline_cli.derived_files import COMPOSE_DIR, image_name
 from pipeline_cli.images import engine, run
 from pipeline_cli.locations import LOCATIONS

@@ -8,9 +8,9 @@ import json
 import subprocess
 
 import pytest
-from containers import in_image
 
 from conftest import ROOT
+from containers import in_image
 from pipeline_cli.derived_files import image_name
 from pipeline_cli.images import build, cpu_torch_index, dependency_step_cached, run
 from pipeline_cli.locations import LOCATIONS

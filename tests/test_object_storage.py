@@ -11,9 +11,9 @@ import urllib.error
 import urllib.request
 
 import pytest
-from object_store import seaweedfs
 
 from conftest import ROOT, isolated, run_cli
+from object_store import seaweedfs
 from shared_code_location import settings
 from shared_code_location.net import free_port, http_ok, wait_until
 

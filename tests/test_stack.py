@@ -11,7 +11,6 @@ import sys
 import time
 
 import pytest
-from test_processes import assert_quiet
 
 from conftest import (
     EXPERIMENTS,
@@ -25,6 +24,7 @@ from conftest import (
     run_cli,
 )
 from shared_code_location.net import free_port, port_is_free, wait_until
+from test_processes import assert_quiet
 
 LOADED = ("LOADED", "RepositoryLocation")
 ENTRIES = (

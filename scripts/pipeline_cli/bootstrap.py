@@ -64,7 +64,7 @@ def pip_index_flags(find_links: bool = True) -> list[str]:
 def install_root_environment() -> None:
     """Create .venv, install uv into it with pip (which reads the user's pip configuration), then the root
     requirements and the shared package (without its dependencies) with uv."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 -- this runs on whatever Python the user has
         sys.exit(f"Python 3.11 or newer is needed; this is {sys.version.split()[0]}")
     if not UV.exists():
         print(f"bootstrapping the root environment in {ROOT_VENV.name}/ (uv {UV_VERSION}) ...", flush=True)

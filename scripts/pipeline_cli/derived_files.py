@@ -13,10 +13,9 @@ from __future__ import annotations
 import json
 import re
 import textwrap
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-
-import tomllib
 
 from pipeline_cli.bootstrap import ROOT, UV_VERSION
 from pipeline_cli.locations import SHARED, Environment

@@ -15,9 +15,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 from pipeline_cli.bootstrap import ROOT, ROOT_REQUIREMENTS, UV, pip_index_flags, pip_settings
 from pipeline_cli.locations import SHARED, Environment

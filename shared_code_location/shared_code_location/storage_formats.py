@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from upath import UPath
 
 
-class StorageFormat(str, enum.Enum):
+class StorageFormat(enum.StrEnum):
     """How one asset's value is stored; the value of the `storage_format` metadata entry."""
 
     TEXT = "text"

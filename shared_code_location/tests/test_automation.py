@@ -67,7 +67,7 @@ def test_plain_eager_would_not_have_stopped_it():
 
 
 def test_automation_sensor_runs_by_default():
-    assert automation_sensor("x").default_status == dg.DefaultSensorStatus.RUNNING
+    assert automation_sensor(__file__).default_status == dg.DefaultSensorStatus.RUNNING
 
 
 def _text_pipeline(text: dict, gate=None):

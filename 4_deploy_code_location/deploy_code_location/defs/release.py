@@ -174,10 +174,10 @@ def release(
     _check_export_matches(context, leaderboard)
     evaluation_report = leaderboard["winner_report"]
     model_sha = sha256_hex(onnx_model)
-    version = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{model_sha[:8]}"
+    version = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{model_sha[:8]}"
     card = {
         "version": version,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
         "model_sha256": model_sha,
         "experiment": {"name": leaderboard["winner"], "why": leaderboard["why"], "leaderboard": leaderboard["rows"]},
         "model_config": evaluation_report["model_config"],
