@@ -13,7 +13,7 @@ from typing import Any
 
 import dagster as dg
 
-from shared_code_location.asset_keys import DEPLOY_PREFIX, EVALUATION_REPORT, IO_MANAGER_KEY, TRAINED_MODEL
+from shared_code_location.asset_keys import DEPLOY_PREFIX, EVALUATION_REPORT, IO_MANAGER_KEY, TRAINED_MODEL, stored_as
 from shared_code_location.automation import ON_ANY_PARTITION_CHANGE
 from shared_code_location.runs import SUMMARY_METADATA_KEY
 from shared_code_location.storage_formats import StorageFormat
@@ -115,7 +115,7 @@ def _plot(rows: list[dict[str, Any]]) -> str:
     group_name="deploy",
     ins={"evaluation_reports": dg.AssetIn(key=EVALUATION_REPORT.key, metadata={"allow_missing_partitions": True})},
     io_manager_key=IO_MANAGER_KEY,
-    metadata={"storage_format": StorageFormat.JSON.value},
+    metadata=stored_as(StorageFormat.JSON),
     code_version="1",
     automation_condition=ON_ANY_PARTITION_CHANGE,
     kinds={"json", "matplotlib"},

@@ -21,6 +21,7 @@ from shared_code_location.asset_keys import (
     TRAINED_MODEL,
     VALIDATION_TOKENS,
     VOCABULARY,
+    stored_as,
 )
 from shared_code_location.automation import ON_UPSTREAM_CHANGE, ON_UPSTREAM_DATA_CHANGE
 from shared_code_location.resources import OutputFolderResource
@@ -60,7 +61,7 @@ def winning_model(context: dg.AssetExecutionContext | dg.AssetCheckExecutionCont
     key=ONNX_MODEL_KEY,
     group_name="deploy",
     ins={"leaderboard": dg.AssetIn(key=LEADERBOARD_KEY)},
-    metadata={"storage_format": StorageFormat.ONNX.value},
+    metadata=stored_as(StorageFormat.ONNX),
     io_manager_key=IO_MANAGER_KEY,
     # The IO manager also reads the one winning partition of model/trained_model (not every experiment's weights).
     required_resource_keys={IO_MANAGER_KEY},
@@ -153,7 +154,7 @@ def _model_card_markdown(card: dict) -> str:
         "leaderboard": dg.AssetIn(key=LEADERBOARD_KEY),
     },
     io_manager_key=IO_MANAGER_KEY,
-    metadata={"storage_format": StorageFormat.JSON.value},
+    metadata=stored_as(StorageFormat.JSON),
     code_version="3",  # 2: the model card describes the cache signature; 3: and the experiment that won, and why
     # Not in the leaderboard's own tick: with the export of its new winner, in the tick after.
     automation_condition=ON_UPSTREAM_DATA_CHANGE,
@@ -217,7 +218,7 @@ def release(
     group_name="deploy",
     ins={"release": dg.AssetIn(key=RELEASE_KEY)},
     io_manager_key=IO_MANAGER_KEY,
-    metadata={"storage_format": StorageFormat.JSON.value},
+    metadata=stored_as(StorageFormat.JSON),
     code_version="1",
     automation_condition=ON_UPSTREAM_CHANGE,
     kinds={"json"},

@@ -2,10 +2,12 @@
 
 import dagster as dg
 
-from shared_code_location.asset_keys import {{ upstream }}
+from shared_code_location.asset_keys import {{ upstream }}, stored_as
 from shared_code_location.storage_formats import StorageFormat
 
-EXAMPLE_KEY = dg.AssetKey(["{{ stem }}", "example"])
+#: This location's key prefix: its assets group by it in the lineage graph, and a key says which location owns it.
+PREFIX = "{{ stem }}"
+EXAMPLE_KEY = dg.AssetKey([PREFIX, "example"])
 
 
 @dg.asset(
@@ -14,7 +16,7 @@ EXAMPLE_KEY = dg.AssetKey(["{{ stem }}", "example"])
     # After the upstream asset in the lineage graph; to read its value, take it as an input instead
     # (`ins=inputs(report={{ upstream }})` from shared_code_location.asset_keys).
     deps=[{{ upstream }}.key],
-    metadata={"storage_format": StorageFormat.JSON.value},
+    metadata=stored_as(StorageFormat.JSON),
     code_version="1",
     kinds={"json"},
 )
