@@ -69,6 +69,7 @@ class CheckpointStore:
     object storage, reached with the same settings."""
 
     def __init__(self, root: UPath, key: str):
+        self.root = root
         folder = root / "checkpoints" / "model"
         self.path = folder / f"{key}.safetensors"
         #: A distributed training's inputs (token arrays, vocabulary size) and its result (the trained weights).
