@@ -159,7 +159,9 @@ class LocalRayCluster:
             time.sleep(0.2)
         output = self.output_tail()
         self.stop()
-        raise RayClusterError(f"the local Ray cluster at {self.address} did not answer within {timeout:.0f} s:\n{output}")
+        raise RayClusterError(
+            f"the local Ray cluster at {self.address} did not answer within {timeout:.0f} s:\n{output}"
+        )
 
     def output_tail(self, lines: int = 20) -> str:
         """The last lines `ray start` printed."""
@@ -176,14 +178,18 @@ class LocalRayCluster:
         return cluster_processes(self.gcs_address, group)
 
     def stop(self, timeout: float = 15.0) -> None:
-        """Stop every process of the cluster (SIGTERM, SIGKILL to what is left after `timeout` s) and remove its
-        files."""
+        """Stop every process of the cluster and remove its files: SIGTERM to `ray start` (it stops what it
+        started) and up to `timeout` s for it; what is left two seconds later (or at once, if the cluster had
+        already died) gets SIGKILL."""
         if self.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)  # `ray start --block` stops the processes it started
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=timeout)
-            deadline = time.monotonic() + timeout
+            grace = 0.0
+            if self.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(timeout=timeout)
+                grace = 2.0  # workers notice their raylet is gone and exit by themselves
+            deadline = time.monotonic() + grace
             while (left := self.processes()) and time.monotonic() < deadline:
                 time.sleep(0.1)
             for pid in left:
@@ -246,6 +252,11 @@ class RayCluster(dg.ConfigurableResource):
             address = job_api_address(self.address)
             try:
                 version = probe(address)
+            except urllib.error.HTTPError as error:
+                raise RayClusterError(
+                    f"{address} ({settings.RAY_ADDRESS.name}) answered HTTP {error.code} where a Ray job API answers "
+                    "/api/version: give the Ray head's dashboard port (8265)"
+                ) from None
             except (OSError, ValueError) as error:
                 raise RayClusterError(
                     f"the Ray cluster at {address} ({settings.RAY_ADDRESS.name}) cannot be reached: {error}"

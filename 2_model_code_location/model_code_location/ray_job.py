@@ -127,9 +127,7 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     )
     if result is None:
         return None
-    bundle = to_tensor_bundle(
-        result.model, hyperparameters=hp, training_summary=result.summary, history=result.history
-    )
+    bundle = to_tensor_bundle(result.model, hyperparameters=hp, training_summary=result.summary, history=result.history)
     store.save_result(bundle)
     store.clear()
     return result.summary
@@ -178,7 +176,7 @@ class _Forwarder:
                 elif (match := _RESUMED.match(value)) and self.groups > 1:
                     redone = max(0, self._last_step - int(match.group(1)))
                     self.steps_redone += redone
-                    value += f"; {redone} steps since it are trained again"
+                    value += f"; the {redone} steps after it are trained again"
                 self._log(value)
 
 

@@ -83,12 +83,16 @@ def train_on_ray(
             if failure is not None:
                 raise failure from error
             if isinstance(error, RuntimeError) and "[pipes] Ray job" in str(error):
-                raise RayTrainingError(f"training experiment {experiment!r} on Ray failed: {_last_line(error)}") from error
+                raise RayTrainingError(
+                    f"training experiment {experiment!r} on Ray failed: {_last_line(error)}"
+                ) from error
             raise
     finished = time.perf_counter()
     bundle = store.load_result()
     if bundle is None:
-        raise RayTrainingError(f"the Ray job of experiment {experiment!r} ended without a result at {store.result_path}")
+        raise RayTrainingError(
+            f"the Ray job of experiment {experiment!r} ended without a result at {store.result_path}"
+        )
     reported = {key: value.value for key, value in invocation.get_materialize_result().metadata.items()}
     store.clear_exchange()
     timings = {

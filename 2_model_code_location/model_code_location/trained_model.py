@@ -80,9 +80,7 @@ def build_trained_model(experiments: Mapping[str, dict[str, Any]]) -> dg.AssetsD
 
             ray = getattr(context.resources, RAY_RESOURCE_KEY)
             vocab_size = vocabulary["vocab_size"]
-            bundle, reported = train_on_ray(
-                context, ray, checkpoints, hp, train_tokens, validation_tokens, vocab_size
-            )
+            bundle, reported = train_on_ray(context, ray, checkpoints, hp, train_tokens, validation_tokens, vocab_size)
             summary = {k: reported.get(k, v) for k, v in bundle.metadata["training_summary"].items()}
             history, extra = bundle.metadata["history"], _ray_metadata(reported)
         else:
