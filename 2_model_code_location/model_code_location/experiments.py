@@ -15,7 +15,7 @@ import dagster as dg
 import pydantic
 from pydantic import Field
 
-from model_code_location.presets import PRESETS, SCALING_FIELDS, TrainingConfig
+from model_code_location.presets import PRESETS, SCALING_FIELDS, ScalingError, TrainingConfig
 from shared_code_location.experiments import fingerprint
 
 #: What an experiment may override: every `TrainingConfig` field but `preset` and the scaling (`workers`, ...),
@@ -109,7 +109,8 @@ def validated_declarations(experiments: list[Experiment], source: Path) -> dict[
         try:
             TrainingConfig().resolved(declaration, environment=False)
         except ValueError as error:
-            raise ExperimentConfigError(f"{source}: experiment {experiment.name!r}: overrides: {error}") from error
+            field = "workers" if isinstance(error, ScalingError) else "overrides"
+            raise ExperimentConfigError(f"{source}: experiment {experiment.name!r}: {field}: {error}") from error
         declarations[experiment.name] = declaration
     return declarations
 

@@ -75,6 +75,10 @@ def forced_preset() -> str | None:
     return preset
 
 
+class ScalingError(ValueError):
+    """Workers, CPUs or GPUs per worker that cannot train the experiment's hyperparameters."""
+
+
 class TrainingConfig(dg.Config):
     """Run config of `model/trained_model`, on top of the run's experiment (its partition, declared in
     `defs/experiments/defs.yaml`). A `preset` here replaces the experiment (its preset and overrides); any other
@@ -129,14 +133,14 @@ class TrainingConfig(dg.Config):
         if values["min_learning_rate"] > values["learning_rate"]:
             raise ValueError("min_learning_rate must not exceed learning_rate")
         if values["batch_size"] % values["workers"]:
-            raise ValueError(
+            raise ScalingError(
                 f"batch_size ({values['batch_size']}) must be a multiple of workers ({values['workers']}): each "
                 "worker trains on an equal share of every batch"
             )
         if values["workers"] > 1 and values["gpus_per_worker"] and values["device"] == "cpu":
-            raise ValueError("device 'cpu' with gpus_per_worker > 0: the workers' GPUs would sit idle")
+            raise ScalingError("device 'cpu' with gpus_per_worker > 0: the workers' GPUs would sit idle")
         if values["workers"] > 1 and not values["gpus_per_worker"] and values["device"] == "cuda":
-            raise ValueError("device 'cuda' with more than one worker needs gpus_per_worker >= 1")
+            raise ScalingError("device 'cuda' with more than one worker needs gpus_per_worker >= 1")
         return values
 
 

@@ -51,6 +51,10 @@ _PORT_FLAGS = (
 _WORKER_PORTS = 100
 #: The local cluster's object store: the training exchanges only log lines through it (weights go to storage).
 _OBJECT_STORE_BYTES = 200 * 1024 * 1024
+#: Ray on loopback only: every process of the local cluster has it, and so must a driver that connects to the
+#: cluster from outside a job (a benchmark) before it imports ray; Ray otherwise advertises the machine's outward
+#: address. (Ray's name for it speaks of the platforms where loopback is its default.)
+LOOPBACK_ENVIRONMENT = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 #: Seconds to wait for a cluster's job API to answer one request.
 _PROBE_TIMEOUT = 5.0
 
@@ -127,8 +131,7 @@ class LocalRayCluster:
             # Every process of the cluster (and each job's driver) finds this cluster, not the latest one that
             # `ray start` recorded on the machine.
             "RAY_ADDRESS": self.gcs_address,
-            # Loopback only: Ray otherwise advertises the machine's outward address.
-            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            **LOOPBACK_ENVIRONMENT,
             # A SIGTERM stops the node at once (the drain is for Serve replicas behind a load balancer).
             "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
             "RAY_USAGE_STATS_ENABLED": "0",

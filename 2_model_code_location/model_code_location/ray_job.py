@@ -54,7 +54,8 @@ def fit(spec: dict[str, Any], log: Callable[[str], None], ray_address: str | Non
     from ray.util.queue import Queue
 
     hp = spec["hyperparameters"]
-    ray.init(address=ray_address, log_to_driver=True)
+    if not ray.is_initialized():
+        ray.init(address=ray_address, log_to_driver=True)
     available = ray.cluster_resources()
     needed = {"CPU": hp["workers"] * hp["cpus_per_worker"], "GPU": hp["workers"] * hp["gpus_per_worker"]}
     if any(available.get(name, 0) < amount for name, amount in needed.items() if amount):
