@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -91,7 +92,7 @@ class LocalRayCluster:
     def __init__(self, num_cpus: int, num_gpus: int | None = None):
         self.num_cpus = num_cpus
         self.num_gpus = num_gpus
-        self.ports = {flag: free_port() for flag in _PORT_FLAGS}
+        self.ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS)), strict=True))
         self.process: subprocess.Popen | None = None
         self.folder: Path | None = None
         self.startup_seconds: float | None = None
@@ -117,7 +118,7 @@ class LocalRayCluster:
         started = time.perf_counter()
         # Short: Ray's socket paths under it must stay within the 107 characters a Unix socket allows.
         self.folder = Path(tempfile.mkdtemp(prefix="ray-"))
-        lowest_worker_port = _free_port_range(_WORKER_PORTS)
+        lowest_worker_port = _free_port_range(_WORKER_PORTS, avoid=set(self.ports.values()))
         command = [
             sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
             "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
@@ -281,13 +282,26 @@ class RayCluster(dg.ConfigurableResource):
             log(f"local Ray cluster at {cluster.address} stopped")
 
 
-def _free_port_range(size: int) -> int:
-    """The lowest port of `size` consecutive ports that are free now on 127.0.0.1."""
+def _free_ports(count: int) -> list[int]:
+    """`count` distinct ports free now on 127.0.0.1 (held open together while chosen, so none is chosen twice)."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
+def _free_port_range(size: int, avoid: set[int]) -> int:
+    """The lowest port of `size` consecutive ports that are free now on 127.0.0.1, none of them in `avoid`."""
     from shared_code_location.net import port_is_free
 
     for _ in range(50):
         low = free_port()
-        if low + size < 65536 and all(port_is_free(port) for port in range(low, low + size)):
+        ports = range(low, low + size)
+        if low + size < 65536 and not avoid.intersection(ports) and all(port_is_free(port) for port in ports):
             return low
     raise RayClusterError(f"found no {size} consecutive free ports on 127.0.0.1 for Ray's workers")
 
