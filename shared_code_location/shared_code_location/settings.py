@@ -107,6 +107,13 @@ S3_REGION = Setting(
     "The region of s3:// URIs; default: the AWS configuration's (S3-compatible stores accept any).",
     production_example="us-east-1",
 )
+RAY_ADDRESS = Setting(
+    "ML_PIPELINE_RAY_ADDRESS",
+    None,
+    "The Ray cluster that trains experiments of more than one worker: its job API (the dashboard's HTTP address, "
+    "http://ray-head:8265; KubeRay: the head service's port 8265); default: a Ray cluster on 127.0.0.1 that each "
+    "such training starts and stops itself.",
+)
 TORCH_VARIANT = Setting(
     "ML_PIPELINE_TORCH",
     "auto",
@@ -134,6 +141,7 @@ SETTINGS: tuple[Setting, ...] = (
     S3_ACCESS_KEY_ID,
     S3_SECRET_ACCESS_KEY,
     S3_REGION,
+    RAY_ADDRESS,
     TORCH_VARIANT,
     TORCH_CPU_INDEX,
 )
