@@ -5,10 +5,10 @@ model location's image and Ray version, the secret the Dagster pods read, the ad
 import copy
 import json
 import re
+import tomllib
 
 import jsonschema
 import pytest
-import tomllib
 import yaml
 
 from conftest import ROOT
@@ -60,7 +60,7 @@ def test_the_cluster_runs_the_model_location_with_its_ray_and_the_pipelines_secr
     groups = [cluster["spec"]["headGroupSpec"], *cluster["spec"]["workerGroupSpecs"]]
     for group in groups:
         (container,) = group["template"]["spec"]["containers"]
-        assert re.search(r"/ml-pipeline-2-model(-cuda)?:", container["image"]), container["image"]
+        assert re.search(r"/ml-pipeline-2-model:", container["image"]), container["image"]
         assert {"secretRef": {"name": "ml-pipeline-env"}} in container["envFrom"]  # storage and its credentials
     (gpu,) = cluster["spec"]["workerGroupSpecs"]
     (worker,) = gpu["template"]["spec"]["containers"]

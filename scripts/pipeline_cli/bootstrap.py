@@ -15,7 +15,18 @@ ROOT_VENV = ROOT / ".venv"
 ROOT_PYTHON = ROOT_VENV / "bin" / "python"
 ROOT_REQUIREMENTS = ROOT / "scripts" / "requirements.lock"
 UV = ROOT_VENV / "bin" / "uv"
-UV_VERSION = "0.13.9"
+#: The project's pins, one list (see pins.py).
+PINS_FILE = ROOT / "pins.txt"
+
+
+def read_pin_file(path: Path = PINS_FILE) -> dict[str, str]:
+    """`{name: version}` of a list of `name==version` lines (comments and blank lines skipped)."""
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return dict(line.split("==", 1) for line in lines if "==" in line)
+
+
+#: The uv that bootstraps the root environment and that the images copy.
+UV_VERSION = read_pin_file()["uv"]
 #: Installed into .venv without its dependencies, for its standard-library-only modules (settings, net).
 SHARED_PACKAGE = ROOT / "shared_code_location"
 

@@ -265,21 +265,44 @@ def test(targets: tuple[str, ...], keyword: str | None, no_e2e: bool) -> None:
 @cli.command()
 @click.option("--fix", is_flag=True, help="Apply fixes and format.")
 def lint(fix: bool) -> None:
-    """Lint and format-check the whole repository with ruff; check that the derived files are up to date."""
+    """Lint and format-check the whole repository with ruff; check that the derived files are up to date and that
+    every pin agrees with pins.txt."""
     ruff = str(ROOT_VENV / "bin" / "ruff")
     check = subprocess.run([ruff, "check", *(["--fix"] if fix else []), "."], cwd=ROOT).returncode
     fmt = subprocess.run([ruff, "format", *([] if fix else ["--check"]), "."], cwd=ROOT).returncode
     stale = derived_files.out_of_date(LOCATIONS)
     if stale:
         click.secho(f"out of date: {', '.join(stale)}; run `python scripts/cli.py locations --sync`", fg="red")
-    sys.exit(1 if check or fmt or stale else 0)
+    from pipeline_cli.pins import mismatches
+
+    for problem in (pinned := mismatches()):
+        click.secho(f"pins: {problem}", fg="red")
+    sys.exit(1 if check or fmt or stale or pinned else 0)
 
 
 @cli.command()
-@click.option("--upgrade", is_flag=True, help="Allow newer versions of unpinned transitive dependencies.")
+@click.option(
+    "--upgrade",
+    is_flag=True,
+    help="First move every pin (pins.txt) to the newest versions that resolve together and write them into each "
+    "pyproject and requirements file; then re-resolve with the newest transitive dependencies too.",
+)
 def lock(upgrade: bool) -> None:
-    """Re-resolve every lock from the pyproject pins (run after editing dependencies): per location the CPU build
-    of PyTorch in requirements.lock and, where it has torch, the CUDA build in requirements-cuda.lock."""
+    """Re-resolve every lock from the pins (run after editing dependencies): per location the CPU build of PyTorch
+    in requirements.lock and, where it has torch, the CUDA build in requirements-cuda.lock."""
+    from pipeline_cli import pins
+
+    if problems := pins.mismatches():
+        fail("the pins disagree with pins.txt:\n  " + "\n  ".join(problems))
+    if upgrade:
+        before = pins.read_pins()
+        after = pins.newest_pins()
+        pins.write_pins(after)
+        for path in pins.write_into_files(after):
+            click.echo(f"repinned {path.relative_to(ROOT)}")
+        for name in sorted(after):
+            if after[name] != before[name]:
+                click.echo(f"  {name}: {before[name]} -> {after[name]}")
     for lock_path in lock_root(upgrade):
         click.echo(f"locked {lock_path.relative_to(ROOT)}")
     for env in ENVIRONMENTS:

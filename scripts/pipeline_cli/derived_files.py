@@ -132,7 +132,8 @@ def derived_files(locations: tuple[Environment, ...]) -> dict[str, str]:
         ".github/workflows/deploy.yml": render("deploy.yml", **common),
     }
     serving = serving_location(locations)
-    files[f"{COMPOSE_DIR}/compose.yaml"] = render("compose.yaml", **common, serving=serving and view(serving))
+    ray = next((view(env) for env in locations if env.deploy.get("ray")), None)  # the location that trains on Ray
+    files[f"{COMPOSE_DIR}/compose.yaml"] = render("compose.yaml", **common, serving=serving and view(serving), ray=ray)
     if serving is not None:
         files[f"{serving.folder}/serving.Dockerfile"] = render("serving.Dockerfile", location=view(serving))
     for location in views:

@@ -18,7 +18,7 @@ import tempfile
 import tomllib
 from pathlib import Path
 
-from pipeline_cli.bootstrap import ROOT, ROOT_REQUIREMENTS, UV, pip_index_flags, pip_settings
+from pipeline_cli.bootstrap import PINS_FILE, ROOT, ROOT_REQUIREMENTS, UV, pip_index_flags, pip_settings
 from pipeline_cli.locations import SHARED, Environment
 from shared_code_location import settings
 
@@ -91,6 +91,26 @@ def cpu_torch_flags(version: str) -> list[str]:
     return [] if index == "none" else ["--index", index]
 
 
+def newest_cpu_torch() -> str:
+    """The newest PyTorch version whose CPU build the machine reaches: in a `find-links` folder of the pip
+    configuration, else on PyTorch's CPU index (`ML_PIPELINE_TORCH_CPU_INDEX`); the current pin if neither says."""
+    import urllib.request
+
+    pattern = re.compile(r"torch-(\d+(?:\.\d+)+)\+cpu-cp311-cp311-")
+    found = [m[1] for loc in pip_settings()["find-links"] for w in Path(loc.removeprefix("file://")).glob("torch-*")
+             if (m := pattern.match(w.name))]  # fmt: skip
+    index = settings.TORCH_CPU_INDEX.get()
+    if not found and index and index != "none":
+        try:
+            with urllib.request.urlopen(f"{index.rstrip('/')}/torch/", timeout=30) as response:
+                found = [m[1] for m in pattern.finditer(response.read().decode("utf-8", "replace"))]
+        except OSError:
+            pass
+    if not found:
+        return torch_pin().removeprefix("torch==")
+    return max(found, key=lambda version: tuple(int(part) for part in version.split(".")))
+
+
 def lock_torch_flags(lock: Path) -> list[str]:
     """The flags `lock` needs to install: those of its CPU build of torch, if it pins one."""
     pinned = re.search(r"^torch==(\S+\+cpu)\s*$", lock.read_text(), flags=re.MULTILINE)
@@ -134,10 +154,11 @@ def build_environment(env: Environment, force: bool = False, variant: str = "cpu
 
 
 def _compile(source: str, output: Path, flags: list[str], upgrade: bool, *extra: str) -> None:
-    """`uv pip compile source -o output` for Python 3.11, with paths relative to the root; the lock's header names
-    the command that writes it, not this machine's folders."""
+    """`uv pip compile source -o output` for Python 3.11 under the project's pins (pins.txt), with paths relative to
+    the root; the lock's header names the command that writes it, not this machine's folders."""
     uv("pip", "compile", *flags, *(["--upgrade"] if upgrade else []), "--python-version", "3.11", source, *extra,
-       "--custom-compile-command", "python scripts/cli.py lock", "-o", str(output.relative_to(ROOT)))  # fmt: skip
+       "-c", PINS_FILE.name, "--custom-compile-command", "python scripts/cli.py lock",
+       "-o", str(output.relative_to(ROOT)))  # fmt: skip
 
 
 def lock_environment(env: Environment, upgrade: bool = False) -> list[Path]:
@@ -178,7 +199,7 @@ def _strip_local_packages(lock: Path) -> Path:
     checkout, not pinned), and without the temporary files' paths (what they stand for, instead)."""
     text = re.sub(r"^-e .*\n|^\S+ @ file://.*\n", "", lock.read_text(), flags=re.MULTILINE)
     text = re.sub(r"--override \S+", "the CPU build (cli.py lock)", text)
-    lock.write_text(re.sub(r"^ +# +-c \S+\n", "", text, flags=re.MULTILINE))  # the CUDA lock's "same versions"
+    lock.write_text(re.sub(r"^ +# +-c /\S+\n", "", text, flags=re.MULTILINE))  # the CUDA lock's "same versions"
     return lock
 
 

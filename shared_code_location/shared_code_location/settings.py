@@ -113,6 +113,7 @@ RAY_ADDRESS = Setting(
     "The Ray cluster that trains experiments of more than one worker: its job API (the dashboard's HTTP address, "
     "http://ray-head:8265; KubeRay: the head service's port 8265); default: a Ray cluster on 127.0.0.1 that each "
     "such training starts and stops itself.",
+    production_example="http://ml-pipeline-ray-head-svc:8265",
 )
 TORCH_VARIANT = Setting(
     "ML_PIPELINE_TORCH",
