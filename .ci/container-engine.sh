@@ -16,8 +16,9 @@ if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
   exit 0
 fi
 state=${CONTAINER_ENGINE_STATE:-/tmp/ml-pipeline-engine}
-# The uv the Dockerfiles copy from uv's image: the CLI's own (one home: scripts/pipeline_cli/bootstrap.py).
-uv_version=$(sed -n 's/^UV_VERSION = "\(.*\)"$/\1/p' "$(dirname "$0")/../scripts/pipeline_cli/bootstrap.py")
+# The uv the Dockerfiles copy from uv's image: the pinned one (one home: pins.txt).
+uv_version=$(sed -n 's/^uv==\(.*\)$/\1/p' "$(dirname "$0")/../pins.txt")
+if [ -z "$uv_version" ]; then echo "container-engine.sh: no uv==VERSION line in pins.txt" >&2; exit 1; fi
 mkdir -p "$state"
 log="$state/setup.log"
 need=()

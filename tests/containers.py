@@ -10,12 +10,17 @@ from pipeline_cli.images import engine, run
 
 
 def require_engine() -> str:
-    """The engine's name, or skip: these tests need one (CI installs it with .ci/container-engine.sh)."""
+    """The engine's name, or skip: these tests need one (CI installs it with .ci/container-engine.sh).
+
+    Where ML_PIPELINE_REQUIRE_CONTAINERS=1 (CI sets it), a missing engine fails the test instead: a CI run that
+    skipped every container test would pass while proving nothing about the images.
+    """
+    missing = pytest.fail if os.environ.get("ML_PIPELINE_REQUIRE_CONTAINERS") == "1" else pytest.skip
     name = engine()
     if name is None:
-        pytest.skip("no container engine: see .ci/run, which sets one up with .ci/container-engine.sh")
+        missing("no container engine: see .ci/run, which sets one up with .ci/container-engine.sh")
     if name == "podman" and not os.environ.get("DOCKER_HOST"):
-        pytest.skip("Podman without its Docker API socket (DOCKER_HOST): see .ci/container-engine.sh")
+        missing("Podman without its Docker API socket (DOCKER_HOST): see .ci/container-engine.sh")
     return name
 
 

@@ -180,7 +180,7 @@ def test_a_location_moves_to_its_own_repository(tmp_path):
     repo = tmp_path / "evaluate-repo"
     listing = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True)
     keep = ("3_evaluate_code_location/", "shared_code_location/", "scripts/", "deploy/templates/")
-    singles = {"ruff.toml", ".dockerignore", "example_persistent_home/dagster.yaml"}
+    singles = {"ruff.toml", "pins.txt", ".dockerignore", "example_persistent_home/dagster.yaml"}
     for name in listing.stdout.splitlines():
         if (name.startswith(keep) or name in singles) and (ROOT / name).is_file():
             (repo / name).parent.mkdir(parents=True, exist_ok=True)

@@ -124,13 +124,15 @@ def test_options_that_fit_no_location_are_refused_before_anything_runs(isolated_
 def test_an_experiment_of_two_workers_trains_on_ray_in_cli_run_and_is_ranked_beside_the_others(tiny_pipeline, tmp_path):
     # A fork whose YAML adds an experiment of two workers, run against the same instance and storage: `cli.py run`
     # trains it alone, on the Ray cluster the run starts for itself, and the leaderboard ranks it with the rest.
+    # `--experiment` names it: another test of the shared pipeline may have retrained one experiment with other
+    # config, which a plain `run --preset tiny` would rightly retrain again.
     env, folder, _ = tiny_pipeline
     fork = copy_checkout(tmp_path / "fork")
     path = fork / EXPERIMENTS_YAML.relative_to(ROOT)
     document = yaml.safe_load(path.read_text())
     document["attributes"]["experiments"].append({"name": "two-workers", "preset": "tiny", "workers": 2})
     path.write_text(yaml.safe_dump(document, sort_keys=False))
-    result = run_cli("run", "--preset", "tiny", env=env, root=fork)
+    result = run_cli("run", "--preset", "tiny", "--from", "2_model", "--experiment", "two-workers", env=env, root=fork)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "model/trained_model[two-workers]: never materialized" in result.stdout
     for other in EXPERIMENTS:

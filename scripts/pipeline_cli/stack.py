@@ -362,8 +362,7 @@ class Stack:
             _alive(*webserver, "the webserver")
             _alive(*daemon, "the daemon")
             if postgres is not None and postgres.poll() is not None:
-                click.secho(_exited("PostgreSQL", postgres, self.log_folder / "postgres.log") + "; restarting it",
-                            fg="yellow")  # fmt: skip
+                click.secho(_exited("PostgreSQL", postgres, self.log_folder / "postgres.log", "restarting it"), fg="yellow")
                 group.forget(postgres)
                 _, postgres = self.start_postgres(group)
             for server in self.servers:
@@ -374,8 +373,7 @@ class Stack:
                     delay = min(RESTART_DELAY * 2**server.restarts, 60.0)
                     server.restart_at = time.monotonic() + delay
                     what = f"the code server of {server.env.name}"
-                    click.secho(f"{_exited(what, server.process, server.log)}\nrestarting it in {delay:.0f} s",
-                                fg="yellow")  # fmt: skip
+                    click.secho(_exited(what, server.process, server.log, f"restarting it in {delay:.0f} s"), fg="yellow")
                 if server.restart_at is not None and time.monotonic() >= server.restart_at:
                     group.forget(server.process)
                     server.restarts += 1
@@ -399,9 +397,9 @@ def location_load_states(url: str) -> dict[str, str | None]:
     return {entry["name"]: (entry["locationOrLoadError"] or {}).get("__typename") for entry in entries}
 
 
-def _exited(what: str, process: subprocess.Popen, log: Path | None, lines: int = 20) -> str:
-    """ "`what` exited (code)", with the end of its log: what it printed before it died."""
-    message = f"{what} exited ({process.returncode})"
+def _exited(what: str, process: subprocess.Popen, log: Path | None, then: str = "", lines: int = 20) -> str:
+    """ "`what` exited (code); `then`", with the end of its log: what it printed before it died."""
+    message = f"{what} exited ({process.returncode})" + (f"; {then}" if then else "")
     if log is not None and log.is_file():
         tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
         message += f"; the end of its log ({log}):\n" + "\n".join(f"    {line}" for line in tail)
