@@ -6,7 +6,7 @@ uv), only `setup` works, and it bootstraps that environment first, then re-runs 
 
 from pipeline_cli.bootstrap import enter_root_venv
 
-enter_root_venv("setup, dev, run, serve, test, lint, lock, clean, locations, new-location, rename-location")
+enter_root_venv("setup, dev, up, run, serve, images, test, lint, lock, clean, locations, new-location, rename-location")
 
 from pipeline_cli.commands import cli  # noqa: E402 -- needs click, which only .venv has
 

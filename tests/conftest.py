@@ -49,6 +49,17 @@ def tiny_pipeline(tmp_path_factory) -> tuple[dict[str, str], Path, subprocess.Co
     return env, folder, run_cli("run", "--preset", "tiny", env=env)
 
 
+@pytest.fixture(scope="session")
+def images():
+    """Every image of the project (the CPU build of PyTorch), built once with the container engine; skips without
+    one. The list of what was built, with the seconds each took."""
+    from containers import require_engine
+    from pipeline_cli.images import build_all, project_images
+
+    require_engine()
+    return build_all(project_images("cpu"))
+
+
 def copy_checkout(root: Path) -> Path:
     """A copy of the checkout's files (git's list) at `root`, with every venv linked from this checkout (never
     written to): a fork to edit freely. Its code, not this checkout's, is what Dagster loads there."""

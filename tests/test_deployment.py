@@ -1,7 +1,7 @@
-"""Deployment files, checked without a Docker engine or a cluster: one image per location (its build context
-assembled as Docker would, its install steps replayed into a fresh environment, the location loaded from there),
-Dockerfile lint, Compose against the Compose Specification and its instance and workspace in Dagster, the Helm
-values, Dagster+ and the GitHub workflows."""
+"""Deployment files, checked as files (test_images.py and test_compose.py build and run them for real): the build
+context, Dockerfile lint, Compose against the Compose Specification and its instance and workspace in Dagster, the
+Helm values and the Kubernetes secret against the settings, Dagster+ and the GitHub workflows, the templates they
+are rendered from."""
 
 import os
 import shutil
@@ -12,16 +12,15 @@ import pytest
 import yaml
 
 from conftest import LOCATION_NAMES, ROOT, run_cli
-from docker_context import build_context, replay
-from pipeline_cli.bootstrap import pip_index_flags
+from docker_context import build_context
 from pipeline_cli.derived_files import COMPOSE_DIR, image_name
 from pipeline_cli.locations import LOCATIONS
-from shared_code_location.net import free_port, http_ok, wait_until
+from shared_code_location import settings
 
 BIN = ROOT / ".venv" / "bin"
 DOCKERFILES = sorted(
     p.relative_to(ROOT).as_posix() for p in [*ROOT.glob("*/Dockerfile"), *ROOT.glob("**/*.Dockerfile")]
-    if ".venv" not in p.parts
+    if ".venv" not in p.parts and "templates" not in p.parts  # templates are linted as what they render
 )  # fmt: skip
 
 
@@ -37,59 +36,10 @@ def test_the_build_context_holds_the_code_and_no_local_state(context):
     assert "shared_code_location/shared_code_location/io_manager.py" in sent  # the classic mono-repo failure
     for env in LOCATIONS:
         assert f"{env.folder}/requirements.lock" in sent and f"{env.folder}/{env.package}/definitions.py" in sent
-    leaked = [p for p in sent if p.startswith((".git/", "example_", ".github/")) or "/tests/" in p or ".venv" in p]
-    assert leaked == [] and "example_output_resources/latest.json" not in sent
-
-
-@pytest.mark.parametrize("env", LOCATIONS, ids=lambda env: env.name)
-def test_each_location_image_installs_from_its_own_lock_and_loads(env, context, tmp_path):
-    folder, _ = context
-    image = replay(ROOT / env.folder / "Dockerfile", folder, tmp_path / "image", pip_index_flags())
-    python = image.venv / "bin" / "python"
-    has_torch = subprocess.run([str(python), "-c", "import torch"], capture_output=True).returncode == 0
-    assert has_torch == ("torch==" in (ROOT / env.folder / "requirements.lock").read_text())
-    if env.name == LOCATION_NAMES[0]:
-        assert not has_torch  # ETL ships no PyTorch
-    home = tmp_path / "home"
-    home.mkdir()
-    environment = os.environ | image.env | {"DAGSTER_HOME": str(home), "ML_PIPELINE_PROJECT_ROOT": str(image.workdir)}
-    environment["PATH"] = f"{image.venv / 'bin'}:{os.environ['PATH']}"
-    validated = subprocess.run(
-        [str(image.venv / "bin" / "dagster"), "definitions", "validate", "-m", env.module],
-        cwd=image.workdir,
-        env=environment,
-        capture_output=True,
-        text=True,
-    )
-    assert validated.returncode == 0, validated.stderr[-3000:]
-    assert subprocess.run([str(python), "-c", "import dagster_cloud"], capture_output=True).returncode == 0
-
-
-def test_the_serving_image_serves_without_torch_or_dagster(context, tmp_path, tiny_pipeline):
-    folder, _ = context
-    image = replay(
-        ROOT / "4_deploy_code_location" / "serving.Dockerfile", folder, tmp_path / "image", pip_index_flags()
-    )
-    python = str(image.venv / "bin" / "python")
-    for module in ("torch", "dagster"):
-        assert subprocess.run([python, "-c", f"import {module}"], capture_output=True).returncode != 0, module
-    _, pipeline_folder, result = tiny_pipeline
-    assert result.returncode == 0, result.stderr
-    port = free_port()
-    command = [python, "-m", "deploy_code_location.serving", "--port", str(port)]
-    server = subprocess.Popen(
-        [*command, "--output-dir", str(pipeline_folder / "releases")],
-        cwd=image.workdir,
-        env=os.environ | image.env | {"ML_PIPELINE_PROJECT_ROOT": str(image.workdir)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        ready = wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/ready"), 60, alive=lambda: server.poll() is None)
-        assert ready, server.stderr.read().decode()[-3000:] if server.poll() is not None else "not ready"
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
+    local_state = (".git/", ".github/", "example_persistent_home/", "example_output_resources/")
+    leaked = [p for p in sent if p.startswith(local_state) or "/tests/" in p or ".venv" in p]
+    assert leaked == []
+    assert "example_input_files_resource/tinyshakespeare.txt" in sent  # the corpus the ETL image carries
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)
@@ -133,6 +83,42 @@ def test_compose_instance_and_workspace_are_valid_dagster_config(monkeypatch):
     workspace = yaml.safe_load((ROOT / COMPOSE_DIR / "workspace.yaml").read_text())
     ensure_workspace_config(workspace, str(ROOT / COMPOSE_DIR / "workspace.yaml"))
     assert [e["grpc_server"]["location_name"] for e in workspace["load_from"]] == LOCATION_NAMES
+
+
+def test_every_process_of_a_deployment_gets_every_production_setting():
+    """Object storage is how pods and containers on different machines share data: each of them gets the storage,
+    folder and object-store settings: Compose's containers and the runs it launches, and on Kubernetes and
+    Dagster+ every pod, from the secret whose keys secret.example.yaml lists."""
+    names = {s.name for s in settings.PRODUCTION_SETTINGS}
+    assert {"ML_PIPELINE_STORAGE_URI", "ML_PIPELINE_S3_ENDPOINT_URL", "ML_PIPELINE_S3_SECRET_ACCESS_KEY"} <= names
+    compose = yaml.safe_load((ROOT / COMPOSE_DIR / "compose.yaml").read_text())
+    for service in [*(f"code-{n.replace('_', '-')}" for n in LOCATION_NAMES), "daemon", "serving"]:
+        assert names <= set(compose["services"][service]["environment"]), service
+    instance = yaml.safe_load((ROOT / COMPOSE_DIR / "dagster.yaml").read_text())
+    assert names <= set(instance["run_launcher"]["config"]["env_vars"])  # the runs' containers
+    secret = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "secret.example.yaml").read_text())
+    assert set(secret["stringData"]) == names and secret["metadata"]["name"] == "ml-pipeline-env"
+    values = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "values.yaml").read_text())
+    pods = [*values["dagster-user-deployments"]["deployments"], values["runLauncher"]["config"]["k8sRunLauncher"],
+            values["dagsterWebserver"], values["dagsterDaemon"]]  # fmt: skip
+    assert all({"name": "ml-pipeline-env"} in pod["envSecrets"] for pod in pods)
+    assert all(d["includeConfigInLaunchedRuns"]["enabled"] for d in values["dagster-user-deployments"]["deployments"])
+    for env in LOCATIONS:  # Dagster+: each location's runs and code servers
+        context = yaml.safe_load((env.path / "container_context.yaml").read_text())
+        assert context["k8s"]["env_secrets"] == ["ml-pipeline-env"]
+
+
+def test_generated_files_name_their_template_and_are_marked_generated():
+    from pipeline_cli.derived_files import derived_files
+
+    files = derived_files(LOCATIONS)
+    attributes = (ROOT / ".gitattributes").read_text()
+    for name, content in files.items():
+        assert content.startswith("# Generated by `python scripts/cli.py locations --sync` from "), name
+        if name != ".gitattributes":
+            assert f"/{name} linguist-generated=true" in attributes
+            template = content.split(" from ", 1)[1].split(" and dg.toml", 1)[0]
+            assert (ROOT / template).is_file(), (name, template)
 
 
 def test_github_workflows_follow_the_workflow_schema():
@@ -193,8 +179,8 @@ def test_a_location_moves_to_its_own_repository(tmp_path):
     """docs/split-a-location.md, step by step, for 3_evaluate."""
     repo = tmp_path / "evaluate-repo"
     listing = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True)
-    keep = ("3_evaluate_code_location/", "shared_code_location/", "scripts/")
-    singles = {"ruff.toml", ".dockerignore", "example_persistent_home/dagster.yaml"}
+    keep = ("3_evaluate_code_location/", "shared_code_location/", "scripts/", "deploy/templates/")
+    singles = {"ruff.toml", "pins.txt", ".dockerignore", "example_persistent_home/dagster.yaml"}
     for name in listing.stdout.splitlines():
         if (name.startswith(keep) or name in singles) and (ROOT / name).is_file():
             (repo / name).parent.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,9 @@ import json
 import subprocess
 
 import pytest
+import yaml
 
-from conftest import EXPERIMENTS, LOCATION_NAMES, ROOT, run_cli
+from conftest import EXPERIMENTS, EXPERIMENTS_YAML, LOCATION_NAMES, ROOT, copy_checkout, run_cli
 
 
 def test_pipeline_produces_a_release_that_onnx_runtime_serves(tiny_pipeline):
@@ -120,3 +121,28 @@ def test_options_that_fit_no_location_are_refused_before_anything_runs(isolated_
         result = run_cli("run", *args, env=isolated_env)
         assert result.returncode != 0 and message in result.stderr, result.stderr
         assert "[1/" not in result.stdout
+
+
+def test_an_experiment_of_two_workers_trains_on_ray_in_cli_run_and_is_ranked_beside_the_others(tiny_pipeline, tmp_path):
+    # A fork whose YAML adds an experiment of two workers, run against the same instance and storage: `cli.py run`
+    # trains it alone, on the Ray cluster the run starts for itself, and the leaderboard ranks it with the rest.
+    # `--experiment` names it: another test of the shared pipeline may have retrained one experiment with other
+    # config, which a plain `run --preset tiny` would rightly retrain again.
+    env, folder, _ = tiny_pipeline
+    fork = copy_checkout(tmp_path / "fork")
+    path = fork / EXPERIMENTS_YAML.relative_to(ROOT)
+    document = yaml.safe_load(path.read_text())
+    document["attributes"]["experiments"].append({"name": "two-workers", "preset": "tiny", "workers": 2})
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    result = run_cli("run", "--preset", "tiny", "--from", "2_model", "--experiment", "two-workers", env=env, root=fork)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "model/trained_model[two-workers]: never materialized" in result.stdout
+    for other in EXPERIMENTS:
+        assert f"model/trained_model[{other}]" not in result.stdout  # nothing else retrains
+    assert "model/trained_model: starting a local Ray cluster on 127.0.0.1" in result.stdout
+    assert "model/trained_model: training " in result.stdout and "× 2 workers" in result.stdout  # through Pipes
+    assert "two-workers: validation loss" in result.stdout and "on 2 workers on Ray" in result.stdout
+    latest = json.loads((folder / "releases" / "latest.json").read_text())
+    card = json.loads((folder / "releases" / latest["path"] / "model_card.json").read_text())
+    ranked = {row["experiment"]: row for row in card["experiment"]["leaderboard"]}
+    assert sorted(ranked) == sorted([*EXPERIMENTS, "two-workers"])

@@ -1,6 +1,7 @@
 """Experiments with a running daemon (`cli.py dev`, in a fork of this checkout whose experiments YAML the test
-edits as a user would): adding an experiment trains that one and nothing else; the release moves to it only when
-it is better; one whose gate fails never wins; changing one experiment retrains that one alone."""
+edits as a user would): adding an experiment trains that one and nothing else (the better one on two workers, so on
+a Ray cluster the run starts for itself); the release moves to it only when it is better; one whose gate fails never
+wins; changing one experiment retrains that one alone."""
 
 import json
 import time
@@ -12,6 +13,9 @@ from conftest import copy_checkout, dagster_dev, graphql, isolated, location_sta
 
 MATERIALIZATIONS = """query($path: [String!]!) { assetOrError(assetKey: {path: $path}) {
     ... on Asset { assetMaterializations { partition runId } } } }"""
+METADATA = """query($path: [String!]!, $partition: String!) { assetOrError(assetKey: {path: $path}) {
+    ... on Asset { assetMaterializations(partitions: [$partition], limit: 1) { metadataEntries { label
+        ... on IntMetadataEntry { intValue } ... on TextMetadataEntry { text } } } } } }"""
 RELOAD = """mutation($name: String!) { reloadRepositoryLocation(repositoryLocationName: $name) { __typename } }"""
 
 
@@ -65,16 +69,23 @@ def test_an_added_experiment_trains_alone_and_is_released_only_when_better(tmp_p
         wait_for(lambda: released_experiment(latest) == "short", 420, "the first release (short)")
         first = json.loads(latest.read_text())["version"]
 
-        # A better experiment added to the YAML: it alone trains, and the release moves to it.
+        # A better experiment added to the YAML, on two workers: it alone trains, on Ray, and the release moves to
+        # it: the leaderboard ranks it beside the one-process experiment.
         set_experiments(
             fork,
             [
                 {"name": "short", **tiny, "overrides": tiny["overrides"] | {"max_iters": 260}},
-                {"name": "longer", **tiny, "overrides": tiny["overrides"] | {"max_iters": 600}},
+                {"name": "longer", **tiny, "workers": 2, "overrides": tiny["overrides"] | {"max_iters": 600}},
             ],
         )
         reload_model_location(port)
-        wait_for(lambda: released_experiment(latest) == "longer", 420, "the release of the better experiment")
+        wait_for(lambda: released_experiment(latest) == "longer", 600, "the release of the better experiment")
+        entries = graphql(port, METADATA, {"path": ["model", "trained_model"], "partition": "longer"})
+        metadata = {e["label"]: e.get("intValue", e.get("text")) for e in
+                    entries["assetOrError"]["assetMaterializations"][0]["metadataEntries"]}  # fmt: skip
+        assert metadata["workers"] == 2 and metadata["ray_job_id"].startswith("pipes-"), metadata
+        card = json.loads((latest.parent / json.loads(latest.read_text())["path"] / "model_card.json").read_text())
+        assert sorted(row["experiment"] for row in card["experiment"]["leaderboard"]) == ["longer", "short"]
         assert partitions_materialized(port, "model", "trained_model") == ["short", "longer"]
         assert partitions_materialized(port, "evaluate", "evaluation_report") == ["short", "longer"]
         second = json.loads(latest.read_text())["version"]
@@ -86,7 +97,7 @@ def test_an_added_experiment_trains_alone_and_is_released_only_when_better(tmp_p
             fork,
             [
                 {"name": "short", **tiny, "overrides": tiny["overrides"] | {"max_iters": 260}},
-                {"name": "longer", **tiny, "overrides": tiny["overrides"] | {"max_iters": 600}},
+                {"name": "longer", **tiny, "workers": 2, "overrides": tiny["overrides"] | {"max_iters": 600}},
                 {"name": "worse", **tiny, "overrides": tiny["overrides"] | {"max_iters": 30}},
             ],
         )
@@ -103,7 +114,7 @@ def test_an_added_experiment_trains_alone_and_is_released_only_when_better(tmp_p
             fork,
             [
                 {"name": "short", **tiny, "overrides": tiny["overrides"] | {"max_iters": 280}},
-                {"name": "longer", **tiny, "overrides": tiny["overrides"] | {"max_iters": 600}},
+                {"name": "longer", **tiny, "workers": 2, "overrides": tiny["overrides"] | {"max_iters": 600}},
                 {"name": "worse", **tiny, "overrides": tiny["overrides"] | {"max_iters": 30}},
             ],
         )

@@ -1,7 +1,8 @@
 """The locations are declared once (dg.toml and each project's pyproject.toml); every other list agrees with it."""
 
-import pytest
 import tomllib
+
+import pytest
 import yaml
 
 from conftest import ROOT, run_cli

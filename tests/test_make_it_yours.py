@@ -23,9 +23,10 @@ def fork(tmp_path_factory):
 
 
 def snapshot(root) -> str:
-    """A hash of every file outside venvs: equal snapshots mean nothing changed."""
+    """A hash of every file outside venvs and bytecode caches: equal snapshots mean nothing changed."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if ".venv" not in p.parts and p.is_file()):
+    skip = {".venv", "__pycache__"}  # Python writes bytecode for the CLI's own modules where it may (CI does)
+    for path in sorted(p for p in root.rglob("*") if not skip & set(p.parts) and p.is_file()):
         digest.update(str(path.relative_to(root)).encode() + path.read_bytes())
     return digest.hexdigest()
 
@@ -56,8 +57,36 @@ def test_new_location_is_listed_everywhere_and_passes_its_own_test(fork):
     for derived in ("workspace.yaml", "dagster_cloud.yaml"):
         assert "location_name: 5_monitoring" in (fork / derived).read_text()
     assert run_cli("locations", "--check", root=fork).returncode == 0
+    assert run_cli("lint", root=fork).returncode == 0  # what it rendered passes ruff, as the rest does
     tested = run_cli("test", "5_monitoring", root=fork)
     assert tested.returncode == 0 and "1 passed, 0 failed" in tested.stdout, tested.stdout + tested.stderr
+
+
+def skeleton(folder, package: str) -> set[str]:
+    """The files every location has, named the same whatever the location: its layout."""
+    names = {"pyproject.toml", "tests/test_definitions.py"}
+    names |= {
+        f"{package}/{name}" for name in ("__init__.py", "definitions.py", "defs/__init__.py", "defs/resources.py")
+    }
+    return {name.replace(package, "<package>") for name in names if (folder / name).is_file()}
+
+
+def test_a_new_location_has_the_shape_of_the_shipped_ones(fork):
+    from pipeline_cli.locations import load_locations
+
+    locations = load_locations(fork)
+    assert [env.name for env in locations][-1] == "5_monitoring", "run after the new-location test"
+    new, shipped = locations[-1], locations[:-1]
+    expected = skeleton(fork / new.folder, new.package)
+    assert len(expected) == 6  # the whole skeleton
+    entry_point = (fork / new.folder / new.package / "definitions.py").read_text()
+    for env in shipped:
+        assert skeleton(fork / env.folder, env.package) == expected, env.name
+        # The same entry point: the defs/ folder, loaded by the shared package's load_location.
+        assert "defs = load_location(__file__)" in (fork / env.folder / env.package / "definitions.py").read_text()
+    assert "defs = load_location(__file__)" in entry_point
+    # Like every location after the first, it declares what it reads from the contract in defs/upstream.py.
+    assert all((fork / env.folder / env.package / "defs" / "upstream.py").is_file() for env in locations[1:])
 
 
 def test_rename_location_renames_every_reference_and_still_loads(fork, tmp_path):

@@ -1,13 +1,14 @@
 """Long-running commands stop whole, within seconds, however they are stopped (the server here; `dev` in the
 tests that start it, with Ctrl-C and with SIGTERM)."""
 
+import re
 import signal
 import subprocess
 import sys
 
 import pytest
 
-from conftest import ROOT, stop_and_check
+from conftest import LOCATION_NAMES, ROOT, stop_and_check
 from shared_code_location.net import free_port, http_ok, wait_until
 
 
@@ -37,3 +38,36 @@ def test_serve_stops_everything_within_seconds(how, background, tiny_pipeline):
     # The old CLI took about 24 s after SIGTERM, and stopped nothing at all when started in the background.
     stop_and_check(process, how, limit=8)
     assert process.returncode == 128 + how
+
+
+#: What `dev` and `up` may print when nothing fails: where the logs go, one line per process started and per
+#: location loaded, the summary, and the signal that stopped them.
+QUIET_LINE = re.compile(
+    r"(dev|up): each process logs to \S+/"
+    r"|  started \S+ \(pid \d+\)"
+    r"|  loaded \S+ \(\d+\.\d s\)"
+    r"|(dev|stack) up in .*"
+    r"|(SIGINT|SIGTERM): stopped"
+)
+
+
+def assert_quiet(output: str) -> None:
+    """Nothing but the lines a start and a stop print: no traceback, no gRPC error, no log line of a child."""
+    noise = [line for line in output.splitlines() if line.strip() and not QUIET_LINE.fullmatch(line)]
+    assert not noise, "\n".join(noise[:40])
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_dev_says_one_line_per_process_and_location_and_stops_without_a_traceback(how, isolated_env, tmp_path):
+    port = free_port()
+    output = tmp_path / "dev.out"
+    with open(output, "w") as out:
+        process = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "cli.py"), "dev", "--port", str(port)],
+                                   cwd=ROOT, env=isolated_env, start_new_session=True, stdout=out,
+                                   stderr=subprocess.STDOUT)  # fmt: skip
+        up = wait_until(lambda: "dev up in" in output.read_text(), 180, alive=lambda: process.poll() is None)
+        assert up, output.read_text()[-3000:]
+        stop_and_check(process, how, limit=20)
+    text = output.read_text()
+    assert_quiet(text)
+    assert text.count("  loaded ") == len(LOCATION_NAMES) and f"{how.name}: stopped" in text

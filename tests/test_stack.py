@@ -24,6 +24,7 @@ from conftest import (
     run_cli,
 )
 from shared_code_location.net import free_port, port_is_free, wait_until
+from test_processes import assert_quiet
 
 LOADED = ("LOADED", "RepositoryLocation")
 ENTRIES = (
@@ -315,8 +316,14 @@ def test_sigterm_stops_everything_and_the_history_survives_a_restart(stack):
     runs = {r["runId"] for r in graphql(stack.port, RUNS)["runsOrError"]["results"]}
     print(f"stopped in {stack.stop(signal.SIGTERM):.1f} s")
     assert port_is_free(stack.port)
+    before = stack.log.stat().st_size
     print(f"up again in {stack.start():.1f} s")
     assert runs <= {r["runId"] for r in graphql(stack.port, RUNS)["runsOrError"]["results"]}
+    stack.stop(signal.SIGTERM)
+    with open(stack.log, encoding="utf-8") as log:  # what this start and stop printed: nothing but their lines
+        log.seek(before)
+        assert_quiet(log.read())
+    stack.start()
 
 
 @pytest.mark.parametrize("problem", ["port in use", "wrong postgres url"])

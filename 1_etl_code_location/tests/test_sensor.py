@@ -6,8 +6,10 @@ from shared_code_location.resources import InputFilesResource
 
 
 def evaluate(folder, cursor):
-    context = dg.build_sensor_context(cursor=cursor, resources={"input_files": InputFilesResource(folder=str(folder))})
-    result = input_files_sensor.evaluate_tick(context)
+    # A context manager: the resource has a nested one (its object store), which Dagster opens inside it.
+    resources = {"input_files": InputFilesResource(folder=str(folder))}
+    with dg.build_sensor_context(cursor=cursor, resources=resources) as context:
+        result = input_files_sensor.evaluate_tick(context)
     return result.run_requests, result.cursor
 
 

@@ -6,7 +6,9 @@ A checkpoint is found by its key, the sha256 of the training code version, the h
 result and the token data: one from other data, code or config is never resumed. It is one safetensors file (model,
 optimizer and best weights, random generator states) with the rest of the state as JSON in its header: no pickle.
 It lives beside the pipeline's data, under the IO manager's storage root with its object-store settings, so a retry
-on another machine finds it too.
+on another machine finds it too, and so do the workers of a Ray cluster (see `ray_training.py`): the same checkpoint
+serves Dagster's retry of a run and Ray Train's restart of a worker group. Beside it, a distributed training keeps
+its inputs (the token arrays it trains on) and its result (the best weights) until the asset has them.
 Imports torch: import only inside the asset body.
 """
 
@@ -20,14 +22,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from shared_code_location import settings
 from shared_code_location.storage import storage_errors
 from shared_code_location.storage_formats import StorageFormat, TensorBundle, atomic_write_bytes, decode, encode
 
 if TYPE_CHECKING:
     from upath import UPath
 
-#: Settings that change how often something is written or logged, not what is learned: not part of the key.
-_NOT_IN_KEY = frozenset({"checkpoint_interval", "log_interval", "device"})
+#: The header entry that says which training (key) a distributed training's inputs or result belong to.
+_KEY_TAG = "checkpoint_key"
+#: Settings that change how often something is written or logged, or where it runs, not what is learned: not part
+#: of the key. The number of workers is: it changes the order of floating-point sums, so a resumed run would not
+#: repeat an uninterrupted one.
+_NOT_IN_KEY = frozenset({"checkpoint_interval", "log_interval", "device", "cpus_per_worker", "gpus_per_worker"})
 
 
 def checkpoint_key(code_version: str, hp: dict[str, Any], *token_arrays: np.ndarray) -> str:
@@ -54,7 +61,7 @@ class TrainingState:
     running_loss: float
     running_steps: int
     generator_state: torch.Tensor
-    torch_rng_state: torch.Tensor
+    torch_rng_states: list[torch.Tensor]  # torch's CPU random state of each rank (one, in one process)
 
 
 class CheckpointStore:
@@ -62,7 +69,12 @@ class CheckpointStore:
     object storage, reached with the same settings."""
 
     def __init__(self, root: UPath, key: str):
-        self.path = root / "checkpoints" / "model" / f"{key}.safetensors"
+        self.root = root
+        folder = root / "checkpoints" / "model"
+        self.path = folder / f"{key}.safetensors"
+        #: A distributed training's inputs (token arrays, vocabulary size) and its result (the trained weights).
+        self.inputs_path = folder / f"{key}.inputs.safetensors"
+        self.result_path = folder / f"{key}.result.safetensors"
         self.key = key
 
     def save(self, state: TrainingState) -> None:
@@ -75,7 +87,8 @@ class CheckpointStore:
                 tensors[f"optimizer.{index}.{name}"] = _array(value)
             optimizer_state[str(index)] = sorted(values)
         tensors["rng.generator"] = state.generator_state.numpy()
-        tensors["rng.torch"] = state.torch_rng_state.numpy()
+        for rank, rng_state in enumerate(state.torch_rng_states):
+            tensors["rng.torch" + (f".{rank}" if rank else "")] = rng_state.numpy()
         metadata = {
             "key": self.key,
             "step": state.step,
@@ -125,14 +138,67 @@ class CheckpointStore:
             running_loss=meta["running_loss"],
             running_steps=meta["running_steps"],
             generator_state=torch.from_numpy(np.array(arrays["rng.generator"])),
-            torch_rng_state=torch.from_numpy(np.array(arrays["rng.torch"])),
+            torch_rng_states=[
+                torch.from_numpy(np.array(arrays["rng.torch" + (f".{rank}" if rank else "")]))
+                for rank in range(1 + sum(name.startswith("rng.torch.") for name in arrays))
+            ],
         )
 
     def clear(self) -> None:
         """Remove the checkpoint once its training has finished."""
-        with storage_errors(self.path):
-            if self.path.exists():
-                self.path.unlink()
+        _remove(self.path)
+
+    def save_inputs(self, train_ids: np.ndarray, validation_ids: np.ndarray, vocab_size: int) -> None:
+        """Write what a training on other machines reads: the token arrays and the vocabulary size."""
+        tensors = {"train": train_ids, "validation": validation_ids}
+        bundle = TensorBundle(tensors, {_KEY_TAG: self.key, "vocab_size": vocab_size})
+        with storage_errors(self.inputs_path):
+            atomic_write_bytes(self.inputs_path, encode(StorageFormat.SAFETENSORS, bundle))
+
+    def load_inputs(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """(train ids, validation ids, vocabulary size) as `save_inputs` wrote them."""
+        bundle = self._read(self.inputs_path, "inputs")
+        tensors = bundle.tensors
+        return np.asarray(tensors["train"]), np.asarray(tensors["validation"]), bundle.metadata["vocab_size"]
+
+    def save_result(self, bundle: TensorBundle) -> None:
+        """Write the trained model (`to_tensor_bundle`), tagged with this key."""
+        tagged = TensorBundle(bundle.tensors, {**bundle.metadata, _KEY_TAG: self.key})
+        with storage_errors(self.result_path):
+            atomic_write_bytes(self.result_path, encode(StorageFormat.SAFETENSORS, tagged))
+
+    def load_result(self) -> TensorBundle | None:
+        """The trained model `save_result` wrote, without its tag; None if there is none yet."""
+        with storage_errors(self.result_path):
+            if not self.result_path.exists():
+                return None
+        bundle = self._read(self.result_path, "result")
+        metadata = {k: v for k, v in bundle.metadata.items() if k != _KEY_TAG}
+        return TensorBundle(bundle.tensors, metadata)
+
+    def clear_exchange(self) -> None:
+        """Remove the inputs and the result of a distributed training, once the asset has its output."""
+        _remove(self.inputs_path)
+        _remove(self.result_path)
+
+    def _read(self, path: UPath, what: str) -> TensorBundle:
+        with storage_errors(path):
+            if not path.exists():
+                raise FileNotFoundError(
+                    f"no training {what} at {path}: the Ray cluster and the Dagster run must reach the same storage "
+                    f"({settings.STORAGE_URI.name}: object storage, or a folder mounted at the same path on both)"
+                )
+            bundle = decode(StorageFormat.SAFETENSORS, path.read_bytes())
+        found = bundle.metadata.get(_KEY_TAG)
+        if found != self.key:
+            raise ValueError(f"{path} belongs to training {found}, not {self.key}")
+        return bundle
+
+
+def _remove(path: UPath) -> None:
+    with storage_errors(path):
+        if path.exists():
+            path.unlink()
 
 
 def _array(tensor: torch.Tensor) -> np.ndarray:

@@ -15,15 +15,20 @@ import dagster as dg
 import pydantic
 from pydantic import Field
 
-from model_code_location.presets import PRESETS, TrainingConfig
+from model_code_location.presets import PRESETS, SCALING_FIELDS, ScalingError, TrainingConfig
 from shared_code_location.experiments import fingerprint
 
-#: What an experiment may override: every `TrainingConfig` field but `preset`, with its type and bounds.
+#: What an experiment may override: every `TrainingConfig` field but `preset` and the scaling (`workers`, ...),
+#: which are the experiment's own fields, with its type and bounds.
 ExperimentOverrides = pydantic.create_model(
     "ExperimentOverrides",
     __base__=dg.Model,
     __doc__="Hyperparameters that differ from the experiment's preset; any field of `TrainingConfig`.",
-    **{name: (field.annotation, field) for name, field in TrainingConfig.model_fields.items() if name != "preset"},
+    **{
+        name: (field.annotation, field)
+        for name, field in TrainingConfig.model_fields.items()
+        if name != "preset" and name not in SCALING_FIELDS
+    },
 )
 
 
@@ -43,10 +48,21 @@ class Experiment(dg.Model):
         default=None, description="the preset the overrides start from; empty: the location's default preset"
     )
     overrides: ExperimentOverrides = Field(default_factory=ExperimentOverrides)  # type: ignore[valid-type]
+    # Where it trains. Not overrides: a preset forced for a smoke run (`--preset tiny`) keeps them.
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        description="data-parallel workers (default 1: in the run's own process); more than 1 trains on Ray",
+    )
+    cpus_per_worker: int | None = Field(default=None, ge=1, description="CPUs (torch threads) of each worker; 1")
+    gpus_per_worker: int | None = Field(default=None, ge=0, description="GPUs of each worker; default 0")
 
     def declaration(self) -> dict[str, Any]:
-        """What the experiment trains with, as `TrainingConfig.resolved` takes it: preset and set overrides."""
-        return {"preset": self.preset, "overrides": self.overrides.model_dump(mode="json", exclude_none=True)}
+        """What the experiment trains with, as `TrainingConfig.resolved` takes it: preset, set overrides and, if
+        any is set, the scaling (left out otherwise, so an entry without one keeps its fingerprint)."""
+        declaration = {"preset": self.preset, "overrides": self.overrides.model_dump(mode="json", exclude_none=True)}
+        scaling = {name: getattr(self, name) for name in SCALING_FIELDS if getattr(self, name) is not None}
+        return declaration | ({"scaling": scaling} if scaling else {})
 
 
 class ExperimentsAttributes(dg.Model):
@@ -93,7 +109,8 @@ def validated_declarations(experiments: list[Experiment], source: Path) -> dict[
         try:
             TrainingConfig().resolved(declaration, environment=False)
         except ValueError as error:
-            raise ExperimentConfigError(f"{source}: experiment {experiment.name!r}: overrides: {error}") from error
+            field = "workers" if isinstance(error, ScalingError) else "overrides"
+            raise ExperimentConfigError(f"{source}: experiment {experiment.name!r}: {field}: {error}") from error
         declarations[experiment.name] = declaration
     return declarations
 

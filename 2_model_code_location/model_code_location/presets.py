@@ -52,6 +52,13 @@ Device = enum.Enum("Device", {name: name for name in ("auto", "cpu", "cuda")}, t
 #: The preset of an experiment that names none.
 DEFAULT_PRESET = "quick"
 
+#: How an experiment runs unless it says otherwise: in the run's own process. More than one worker trains
+#: data-parallel on Ray (see `ray_training.py`), each worker with these CPUs (its torch threads) and GPUs.
+SCALING_DEFAULTS: dict[str, int] = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0}
+#: The scaling fields: where and on how many workers training runs, not what it learns. A preset never sets them,
+#: so `--preset` or `$ML_PIPELINE_TRAINING_PRESET` keeps an experiment's workers.
+SCALING_FIELDS = tuple(SCALING_DEFAULTS)
+
 
 def forced_preset() -> str | None:
     """`$ML_PIPELINE_TRAINING_PRESET`, if set: a preset that replaces every experiment's own, as `--preset` does
@@ -66,6 +73,10 @@ def forced_preset() -> str | None:
             f"{settings.TRAINING_PRESET.name}={preset!r} is not a preset; choose one of {', '.join(PRESETS)}"
         )
     return preset
+
+
+class ScalingError(ValueError):
+    """Workers, CPUs or GPUs per worker that cannot train the experiment's hyperparameters."""
 
 
 class TrainingConfig(dg.Config):
@@ -95,6 +106,11 @@ class TrainingConfig(dg.Config):
     eval_tokens: int | None = Field(default=None, ge=0, description="validation tokens per evaluation; 0: all")
     log_interval: int | None = Field(default=None, ge=1)
     checkpoint_interval: int | None = Field(default=None, ge=0, description="steps between checkpoints; 0: none")
+    workers: int | None = Field(
+        default=None, ge=1, description="data-parallel workers; more than 1 trains on Ray (ML_PIPELINE_RAY_ADDRESS)"
+    )
+    cpus_per_worker: int | None = Field(default=None, ge=1, description="CPUs (torch threads) of each Ray worker")
+    gpus_per_worker: int | None = Field(default=None, ge=0, description="GPUs of each Ray worker")
 
     def resolved(self, experiment: Mapping[str, Any] | None = None, environment: bool = True) -> dict[str, Any]:
         """The hyperparameters: the preset (this config's, else `$ML_PIPELINE_TRAINING_PRESET` unless
@@ -109,12 +125,22 @@ class TrainingConfig(dg.Config):
         if preset not in PRESETS:
             raise ValueError(f"preset {preset!r} is not one of {', '.join(PRESETS)}")
         mine = {k: getattr(v, "value", v) for k, v in self.model_dump().items() if k != "preset" and v is not None}
-        values = dict(PRESETS[preset]) | {"device": "auto", "seed": DEFAULT_SEED} | overrides | mine
+        values = dict(PRESETS[preset]) | {"device": "auto", "seed": DEFAULT_SEED} | SCALING_DEFAULTS
+        values |= dict(experiment.get("scaling") or {}) | overrides | mine
         values["preset"] = preset
         if values["n_embd"] % values["n_head"]:
             raise ValueError(f"n_embd ({values['n_embd']}) must be a multiple of n_head ({values['n_head']})")
         if values["min_learning_rate"] > values["learning_rate"]:
             raise ValueError("min_learning_rate must not exceed learning_rate")
+        if values["batch_size"] % values["workers"]:
+            raise ScalingError(
+                f"batch_size ({values['batch_size']}) must be a multiple of workers ({values['workers']}): each "
+                "worker trains on an equal share of every batch"
+            )
+        if values["workers"] > 1 and values["gpus_per_worker"] and values["device"] == "cpu":
+            raise ScalingError("device 'cpu' with gpus_per_worker > 0: the workers' GPUs would sit idle")
+        if values["workers"] > 1 and not values["gpus_per_worker"] and values["device"] == "cuda":
+            raise ScalingError("device 'cuda' with more than one worker needs gpus_per_worker >= 1")
         return values
 
 

@@ -8,6 +8,7 @@ import dagster as dg
 import numpy as np
 
 from model_code_location.presets import TrainingConfig
+from model_code_location.ray_cluster import RAY_RESOURCE_KEY
 from shared_code_location.asset_keys import (
     IO_MANAGER_KEY,
     TRAIN_TOKENS,
@@ -49,7 +50,8 @@ def build_trained_model(experiments: Mapping[str, dict[str, Any]]) -> dg.AssetsD
         pool="training",
         kinds={"pytorch", "safetensors"},
         owners=["team:ml"],
-        required_resource_keys={IO_MANAGER_KEY},
+        # The Ray cluster of experiments with more than one worker (see ray_cluster.py).
+        required_resource_keys={IO_MANAGER_KEY, RAY_RESOURCE_KEY},
     )
     def trained_model(
         context: dg.AssetExecutionContext,
@@ -59,11 +61,9 @@ def build_trained_model(experiments: Mapping[str, dict[str, Any]]) -> dg.AssetsD
         validation_tokens: np.ndarray,
     ) -> dg.Output[TensorBundle]:
         """Train the run's experiment (its preset, overrides and this run's config); store weights as
-        safetensors with config and summary."""
+        safetensors with config and summary. One worker trains here, in the run's process; more train on Ray
+        (`ray_training.py`), launched through Dagster Pipes, with the same loop, checkpoints and metadata."""
         from model_code_location.checkpoints import CheckpointStore, checkpoint_key
-        from model_code_location.loss_curve import loss_curve_markdown
-        from model_code_location.training import train
-        from shared_code_location.transformer import to_tensor_bundle
 
         name = context.partition_key
         if name not in experiments:
@@ -75,31 +75,67 @@ def build_trained_model(experiments: Mapping[str, dict[str, Any]]) -> dg.AssetsD
         key = checkpoint_key(TRAINING_CODE_VERSION, hp, train_tokens, validation_tokens)
         # Beside the pipeline's data, through the IO manager's storage (its object store and credentials).
         checkpoints = CheckpointStore(context.resources.io_manager.root, key)
-        result = train(train_tokens, validation_tokens, vocabulary["vocab_size"], hp, context.log.info, checkpoints)
-        summary = result.summary
-        context.add_output_metadata(
-            {
-                "validation_loss": dg.MetadataValue.float(summary["validation_loss"]),
-                "train_loss": dg.MetadataValue.float(summary["train_loss"]),
-                "tokens_per_second": dg.MetadataValue.float(summary["tokens_per_second"]),
-                "parameters": dg.MetadataValue.int(summary["parameters"]),
-                "best_step": dg.MetadataValue.int(summary["best_step"]),
-                "wall_seconds": dg.MetadataValue.float(summary["wall_seconds"]),
-                "device": dg.MetadataValue.text(summary["device"]),
-                SUMMARY_METADATA_KEY: f"{name}: validation loss {summary['validation_loss']:.4f} nats/char after "
-                f"{summary['wall_seconds']:.0f} s on {summary['device']} ({hp['preset']} preset)",
-                "preset": dg.MetadataValue.text(hp["preset"]),
-                "experiment": dg.MetadataValue.text(name),
-                FINGERPRINT_METADATA_KEY: dg.MetadataValue.text(declared[name]),
-                "hyperparameters": dg.MetadataValue.json(hp),
-                "loss_curve": dg.MetadataValue.md(loss_curve_markdown(result.history, f"experiment {name}")),
-            }
-        )
-        bundle = to_tensor_bundle(result.model, hyperparameters=hp, training_summary=summary, history=result.history)
+        if hp["workers"] > 1:
+            from model_code_location.ray_training import train_on_ray
+
+            ray = getattr(context.resources, RAY_RESOURCE_KEY)
+            vocab_size = vocabulary["vocab_size"]
+            bundle, reported = train_on_ray(context, ray, checkpoints, hp, train_tokens, validation_tokens, vocab_size)
+            summary = {k: reported.get(k, v) for k, v in bundle.metadata["training_summary"].items()}
+            history, extra = bundle.metadata["history"], _ray_metadata(reported)
+        else:
+            from model_code_location.training import train
+            from shared_code_location.transformer import to_tensor_bundle
+
+            result = train(train_tokens, validation_tokens, vocabulary["vocab_size"], hp, context.log.info, checkpoints)
+            summary, history, extra = result.summary, result.history, {}
+            bundle = to_tensor_bundle(result.model, hyperparameters=hp, training_summary=summary, history=history)
+        context.add_output_metadata(training_metadata(name, hp, summary, history, declared[name]) | extra)
         # Versioned by its weights: evaluate and deploy go stale only when retraining changed them.
         return versioned_output(bundle, StorageFormat.SAFETENSORS)
 
     return trained_model
+
+
+def training_metadata(
+    name: str, hp: dict[str, Any], summary: dict[str, Any], history: dict[str, list[float]], fingerprint_: str
+) -> dict[str, Any]:
+    """The materialization's metadata, the same however the experiment trained: figures, loss curve, config."""
+    from model_code_location.loss_curve import loss_curve_markdown
+
+    workers = summary.get("workers", 1)
+    where = f"{workers} workers on Ray, {summary['device']}" if workers > 1 else summary["device"]
+    return {
+        "validation_loss": dg.MetadataValue.float(summary["validation_loss"]),
+        "train_loss": dg.MetadataValue.float(summary["train_loss"]),
+        "tokens_per_second": dg.MetadataValue.float(summary["tokens_per_second"]),
+        "parameters": dg.MetadataValue.int(summary["parameters"]),
+        "best_step": dg.MetadataValue.int(summary["best_step"]),
+        "wall_seconds": dg.MetadataValue.float(summary["wall_seconds"]),
+        "device": dg.MetadataValue.text(summary["device"]),
+        "workers": dg.MetadataValue.int(workers),
+        SUMMARY_METADATA_KEY: f"{name}: validation loss {summary['validation_loss']:.4f} nats/char after "
+        f"{summary['wall_seconds']:.0f} s on {where} ({hp['preset']} preset)",
+        "preset": dg.MetadataValue.text(hp["preset"]),
+        "experiment": dg.MetadataValue.text(name),
+        FINGERPRINT_METADATA_KEY: dg.MetadataValue.text(fingerprint_),
+        "hyperparameters": dg.MetadataValue.json(hp),
+        "loss_curve": dg.MetadataValue.md(loss_curve_markdown(history, f"experiment {name}")),
+    }
+
+
+def _ray_metadata(reported: dict[str, Any]) -> dict[str, Any]:
+    """What only a training on Ray has: its job, its cluster, its restarts and what Ray cost in time."""
+    from model_code_location.ray_job import RESTARTS_METADATA_KEY, STEPS_REDONE_METADATA_KEY
+
+    return {
+        "ray_job_id": dg.MetadataValue.text(str(reported.get("Ray Job ID", ""))),
+        "ray_address": dg.MetadataValue.text(reported["ray_address"]),
+        RESTARTS_METADATA_KEY: dg.MetadataValue.int(reported.get(RESTARTS_METADATA_KEY, 0)),
+        STEPS_REDONE_METADATA_KEY: dg.MetadataValue.int(reported.get(STEPS_REDONE_METADATA_KEY, 0)),
+        "ray_connect_seconds": dg.MetadataValue.float(reported["ray_connect_seconds"]),
+        "ray_job_seconds": dg.MetadataValue.float(reported["ray_job_seconds"]),
+    }
 
 
 def experiments_sensor(model: dg.AssetsDefinition, experiments: Mapping[str, dict[str, Any]]) -> dg.SensorDefinition:

@@ -1,5 +1,6 @@
 """The training loop: AdamW, linear warmup then cosine decay, gradient clipping, periodic validation, best
-checkpoint kept. Imports torch: import this module only inside the asset body."""
+checkpoint kept. One process, or one rank of a data-parallel group (DDP) that Ray Train's `TorchTrainer` starts.
+Imports torch: import this module only inside the asset body."""
 
 import copy
 import math
@@ -50,17 +51,57 @@ def make_optimizer(model: DecoderTransformer, hp: dict[str, Any], device: torch.
     return torch.optim.AdamW(groups, lr=hp["learning_rate"], betas=(0.9, 0.99), fused=device.type == "cuda")
 
 
-def batch_sampler(tokens: torch.Tensor, block_size: int, batch_size: int, generator: torch.Generator):
-    """A function returning random (inputs, targets) windows of the token stream; windows are views, not copies."""
+def batch_sampler(
+    tokens: torch.Tensor, block_size: int, batch_size: int, generator: torch.Generator, rank: int = 0, world: int = 1
+):
+    """A function returning random (inputs, targets) windows of the token stream; windows are views, not copies.
+
+    Every rank draws the same `batch_size` window positions from the same generator state and keeps its own
+    contiguous `batch_size // world` of them: the ranks together see exactly the batch one process would, so a run
+    learns the same thing on any number of workers (up to the order of floating-point sums).
+    """
     if tokens.numel() < block_size + 1:
         raise ValueError(f"the split has {tokens.numel()} tokens, fewer than block_size + 1 = {block_size + 1}")
+    if batch_size % world:
+        raise ValueError(f"batch_size ({batch_size}) must be a multiple of the number of workers ({world})")
     windows = tokens.unfold(0, block_size + 1, 1)  # (n_windows, block_size + 1)
+    shard = slice(rank * batch_size // world, (rank + 1) * batch_size // world)
 
     def sample() -> tuple[torch.Tensor, torch.Tensor]:
-        rows = windows[torch.randint(windows.shape[0], (batch_size,), generator=generator, device=tokens.device)]
+        positions = torch.randint(windows.shape[0], (batch_size,), generator=generator, device=tokens.device)
+        rows = windows[positions[shard]]
         return rows[:, :-1], rows[:, 1:]
 
     return sample
+
+
+def process_group() -> tuple[int, int]:
+    """(rank, world size) of this process in the initialized `torch.distributed` group, else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _all_ranks_rng_states(world: int, device: torch.device) -> list[torch.Tensor]:
+    """Every rank's CPU random state (dropout draws from it), gathered on every rank: the checkpoint keeps them all."""
+    state = torch.get_rng_state()
+    if world == 1:
+        return [state]
+    # NCCL moves CUDA tensors only; gloo, CPU ones.
+    on = device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
+    gathered = [torch.empty_like(state, device=on) for _ in range(world)]
+    torch.distributed.all_gather(gathered, state.to(on))
+    return [tensor.cpu() for tensor in gathered]
+
+
+def _mean_over_ranks(value: float, world: int, device: torch.device) -> float:
+    """The mean of `value` over the ranks (each rank's loss is over its shard, of equal size)."""
+    if world == 1:
+        return value
+    on = device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
+    total = torch.tensor([value], dtype=torch.float64, device=on)
+    torch.distributed.all_reduce(total)
+    return total.item() / world
 
 
 def evaluate_loss(model: DecoderTransformer, tokens: torch.Tensor, max_tokens: int = 0) -> float:
@@ -75,13 +116,23 @@ def train(
     hp: dict[str, Any],
     log: Callable[[str], None] = print,
     checkpoints: CheckpointStore | None = None,
-) -> TrainingResult:
+    device: torch.device | None = None,
+    clear_checkpoint: bool = True,
+) -> TrainingResult | None:
     """Train a `DecoderTransformer` with hyperparameters `hp` (see `presets.PRESETS`) and return its best state.
 
     With `checkpoints`, the whole state is saved every `hp["checkpoint_interval"]` steps and training resumes from
-    a saved state of the same key, continuing exactly as if it had never stopped (on CPU, bit for bit).
+    a saved state of the same key, continuing exactly as if it had never stopped (on CPU, bit for bit). The
+    checkpoint is removed at the end unless `clear_checkpoint` is off (the caller then removes it once the result
+    is safe).
+
+    In a `torch.distributed` process group (Ray Train's `TorchTrainer` sets one up), this is one rank of data-parallel
+    training: each rank computes the gradients of its shard of every batch (`batch_sampler`), DDP averages them,
+    and rank 0 alone validates, logs, saves checkpoints and returns the result; the other ranks return None. A
+    seeded run is reproducible for a given number of workers. `device`: default `hp["device"]` (`pick_device`).
     """
-    device = pick_device(hp["device"])
+    rank, world = process_group()
+    device = device or pick_device(hp["device"])
     torch.manual_seed(hp["seed"])
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -94,13 +145,22 @@ def train(
         n_embd=hp["n_embd"],
         dropout=hp["dropout"],
     )
-    model = DecoderTransformer(config).to(device)
+    model = DecoderTransformer(config).to(device)  # the same initial weights on every rank: same seed
+    # Gradients are averaged across ranks as backward runs; one process trains `model` itself.
+    forward = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        torch.manual_seed(hp["seed"] + rank)  # dropout: every rank its own masks (rank 0 as one process would)
     optimizer = make_optimizer(model, hp, device)
     train_tokens = torch.from_numpy(train_ids.astype(np.int64)).to(device)
     validation_tokens = torch.from_numpy(validation_ids.astype(np.int64)).to(device)
     generator = torch.Generator(device=device).manual_seed(hp["seed"])
-    next_batch = batch_sampler(train_tokens, hp["block_size"], hp["batch_size"], generator)
-    tokens_per_step = hp["batch_size"] * hp["block_size"]
+    next_batch = batch_sampler(train_tokens, hp["block_size"], hp["batch_size"], generator, rank, world)
+    tokens_per_step = hp["batch_size"] * hp["block_size"]  # of the whole batch, all ranks together
+    if rank:
+        log = _silent  # rank 0 speaks for the group
 
     history: dict[str, list[float]] = {"step": [], "train_loss": [], "eval_step": [], "validation_loss": []}
     best_loss, best_state, best_step = math.inf, None, 0
@@ -111,7 +171,9 @@ def train(
         model.load_state_dict(saved.model)
         optimizer.load_state_dict(saved.optimizer)
         generator.set_state(saved.generator_state)
-        torch.set_rng_state(saved.torch_rng_state)
+        if len(saved.torch_rng_states) != world:
+            raise ValueError(f"{checkpoints.path} holds {len(saved.torch_rng_states)} ranks' state, not {world}")
+        torch.set_rng_state(saved.torch_rng_states[rank])
         start_step, history, train_seconds = saved.step, saved.history, saved.train_seconds
         best_loss, best_step, running_loss, running_steps = (
             saved.best_loss, saved.best_step, saved.running_loss, saved.running_steps
@@ -119,8 +181,8 @@ def train(
         best_state = {k: v.to(device) for k, v in saved.best.items()} if saved.best is not None else None
         log(f"resumed from the checkpoint at step {start_step} ({checkpoints.path})")
     log(
-        f"training {model.num_parameters():,} parameters on {device} "
-        f"({hp['max_iters']} iterations of {tokens_per_step} tokens)"
+        f"training {model.num_parameters():,} parameters on {device}"
+        f"{f' × {world} workers' if world > 1 else ''} ({hp['max_iters']} iterations of {tokens_per_step} tokens)"
     )
     wall_start = time.perf_counter()
     model.train()
@@ -128,7 +190,7 @@ def train(
     for step in range(start_step, hp["max_iters"] + 1):
         last = step == hp["max_iters"]
         evaluated = bool(history["eval_step"]) and history["eval_step"][-1] == step  # before the checkpoint
-        if (step % hp["eval_interval"] == 0 or last) and not evaluated:
+        if rank == 0 and (step % hp["eval_interval"] == 0 or last) and not evaluated:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             validation_loss = evaluate_loss(model, validation_tokens, hp["eval_tokens"])
@@ -141,17 +203,19 @@ def train(
         if last:
             break
         if checkpoints is not None and interval and step > start_step and step % interval == 0:
-            checkpoints.save(
-                TrainingState(step, model.state_dict(), optimizer.state_dict(), best_state, best_loss, best_step,
-                              history, train_seconds, running_loss, running_steps, generator.get_state(),
-                              torch.get_rng_state())
-            )  # fmt: skip
+            rng_states = _all_ranks_rng_states(world, device)  # every rank takes part
+            if rank == 0:
+                checkpoints.save(
+                    TrainingState(step, model.state_dict(), optimizer.state_dict(), best_state, best_loss, best_step,
+                                  history, train_seconds, running_loss, running_steps, generator.get_state(),
+                                  rng_states)
+                )  # fmt: skip
         step_start = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(step, hp)
         inputs, targets = next_batch()
         with autocast(device):
-            logits = model(inputs)
+            logits = forward(inputs)
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -162,7 +226,7 @@ def train(
         running_steps += 1
         train_seconds += time.perf_counter() - step_start
         if (step + 1) % hp["log_interval"] == 0:
-            mean_loss = running_loss / running_steps
+            mean_loss = _mean_over_ranks(running_loss / running_steps, world, device)
             history["step"].append(step + 1)
             history["train_loss"].append(mean_loss)
             log(
@@ -172,15 +236,18 @@ def train(
             )
             running_loss, running_steps = 0.0, 0
 
+    if rank:
+        return None
     model.load_state_dict(best_state)
     model.eval()
-    if checkpoints is not None:
+    if checkpoints is not None and clear_checkpoint:
         checkpoints.clear()
     final_validation = evaluate_loss(model, validation_tokens)  # the whole split, best weights
     final_train = evaluate_loss(model, train_tokens, max_tokens=len(validation_ids))
     summary = {
         "parameters": model.num_parameters(),
         "device": str(device),
+        "workers": world,
         "best_step": best_step,
         "validation_loss": final_validation,
         "train_loss": final_train,
@@ -189,3 +256,7 @@ def train(
         "wall_seconds": time.perf_counter() - wall_start,
     }
     return TrainingResult(model=model.cpu(), history=history, summary=summary)
+
+
+def _silent(_: str) -> None:
+    """The log of ranks other than 0."""

@@ -92,8 +92,12 @@ GOOD = {"name": "baseline", "preset": "tiny"}
         ({"name": "typo", "overrides": {"max_itres": 10}}, "overrides.max_itres"),
         ({"name": "wrong-type", "overrides": {"n_layer": "four"}}, "overrides.n_layer"),
         ({"name": "no-such-preset", "preset": "huge"}, "preset"),
+        ({"name": "no-workers", "workers": 0}, "workers"),
+        ({"name": "some-gpus", "gpus_per_worker": "one"}, "gpus_per_worker"),
+        # Where an experiment trains is its own field, not an override (a forced preset would drop it).
+        ({"name": "workers-override", "overrides": {"workers": 2}}, "overrides.workers"),
     ],
-    ids=["unknown-field", "wrong-type", "unknown-preset"],
+    ids=["unknown-field", "wrong-type", "unknown-preset", "no-workers", "wrong-type-gpus", "workers-as-override"],
 )
 def test_a_bad_experiment_is_refused_by_dg_check_yaml_and_at_load(location_copy, bad, at_load):
     path = _write(location_copy, [GOOD, bad])
@@ -105,6 +109,24 @@ def test_a_bad_experiment_is_refused_by_dg_check_yaml_and_at_load(location_copy,
     # The file, the experiment (its place in the list: 1 is the second) and the field; not a silent drop.
     assert f"experiments.1.{at_load}" in loaded.stderr, loaded.stderr[-3000:]
     assert f"{path}:" in loaded.stderr
+
+
+def test_workers_that_cannot_split_the_batch_are_refused_at_load(location_copy):
+    path = _write(location_copy, [GOOD, {"name": "three", "preset": "tiny", "workers": 3}])
+    loaded = _load(location_copy)
+    assert loaded.returncode != 0
+    assert f"{path}: experiment 'three': workers: batch_size (16) must be a multiple of workers (3)" in loaded.stderr
+
+
+def test_an_experiment_declares_its_workers_and_keeps_its_fingerprint_without_them():
+    two = Experiment(name="wide", preset="tiny", workers=2, cpus_per_worker=1).declaration()
+    assert two["scaling"] == {"workers": 2, "cpus_per_worker": 1}
+    hp = TrainingConfig().resolved(two, environment=False)
+    assert (hp["workers"], hp["cpus_per_worker"], hp["gpus_per_worker"]) == (2, 1, 0)
+    assert TrainingConfig(workers=1).resolved(two, environment=False)["workers"] == 1  # run config on top
+    # An entry without workers declares what it declared before they existed: its partition is not retrained.
+    assert "scaling" not in Experiment(name="wide", preset="tiny").declaration()
+    assert fingerprint(two) != fingerprint(Experiment(name="wide", preset="tiny").declaration())
 
 
 def test_a_duplicate_name_is_refused_at_load(location_copy):

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from shared_code_location.storage import storage_errors, storage_path
+from shared_code_location.storage import check_bucket, storage_errors, storage_path
 from shared_code_location.storage_formats import atomic_write_bytes, fsync_directory, is_local
 
 RELEASES_DIR = "releases"
@@ -117,6 +117,7 @@ def read_pointer(output_dir: Path) -> dict[str, Any] | None:
         try:
             return json.loads(pointer_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
+            check_bucket(pointer_path)  # a missing bucket is not "no release yet"
             return None
 
 

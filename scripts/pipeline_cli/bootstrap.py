@@ -15,7 +15,18 @@ ROOT_VENV = ROOT / ".venv"
 ROOT_PYTHON = ROOT_VENV / "bin" / "python"
 ROOT_REQUIREMENTS = ROOT / "scripts" / "requirements.lock"
 UV = ROOT_VENV / "bin" / "uv"
-UV_VERSION = "0.13.9"
+#: The project's pins, one list (see pins.py).
+PINS_FILE = ROOT / "pins.txt"
+
+
+def read_pin_file(path: Path = PINS_FILE) -> dict[str, str]:
+    """`{name: version}` of a list of `name==version` lines (comments and blank lines skipped)."""
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return dict(line.split("==", 1) for line in lines if "==" in line)
+
+
+#: The uv that bootstraps the root environment and that the images copy.
+UV_VERSION = read_pin_file()["uv"]
 #: Installed into .venv without its dependencies, for its standard-library-only modules (settings, net).
 SHARED_PACKAGE = ROOT / "shared_code_location"
 
@@ -64,16 +75,21 @@ def pip_index_flags(find_links: bool = True) -> list[str]:
 def install_root_environment() -> None:
     """Create .venv, install uv into it with pip (which reads the user's pip configuration), then the root
     requirements and the shared package (without its dependencies) with uv."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 -- this runs on whatever Python the user has
         sys.exit(f"Python 3.11 or newer is needed; this is {sys.version.split()[0]}")
     if not UV.exists():
         print(f"bootstrapping the root environment in {ROOT_VENV.name}/ (uv {UV_VERSION}) ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(ROOT_VENV)], check=True)
         pip = [str(ROOT_PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
         subprocess.run([*pip, f"uv=={UV_VERSION}"], check=True)
+    stamp = ROOT_VENV / ".setup-fingerprint"
+    wanted = ROOT_REQUIREMENTS.read_bytes() + (SHARED_PACKAGE / "pyproject.toml").read_bytes()
+    if stamp.exists() and stamp.read_bytes() == wanted:
+        return  # unchanged since the last setup
     install = [str(UV), "pip", "install", "--quiet", *pip_index_flags(), "--python", str(ROOT_PYTHON)]
     subprocess.run([*install, "-r", str(ROOT_REQUIREMENTS)], check=True)
     subprocess.run([*install, "--no-deps", "-e", str(SHARED_PACKAGE)], check=True)
+    stamp.write_bytes(wanted)
 
 
 def in_root_venv() -> bool:

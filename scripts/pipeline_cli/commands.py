@@ -11,7 +11,7 @@ import time
 
 import click
 
-from pipeline_cli.bootstrap import ROOT, ROOT_PYTHON, ROOT_VENV
+from pipeline_cli.bootstrap import ROOT, ROOT_PYTHON, ROOT_VENV, install_root_environment
 from shared_code_location import settings
 
 # This checkout is the project, whatever the caller's environment says: every process the CLI starts agrees.
@@ -69,6 +69,7 @@ def setup(force: bool) -> None:
         variant = machine_torch_variant()
     except ValueError as error:
         fail(str(error))
+    install_root_environment()  # up to date already when setup started from bare Python
     click.echo(f"root environment: {ROOT_VENV.relative_to(ROOT)} (click, uv, dagster-webserver, dg)")
     click.echo(f"PyTorch: the {variant.upper()} build (set {settings.TORCH_VARIANT.name} to choose)")
     for env in ENVIRONMENTS:
@@ -249,6 +250,28 @@ def rollback() -> None:
 
 
 @cli.command()
+@click.option(
+    "--torch",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="The PyTorch build of the images with torch; auto: as `setup` chooses for this machine.",
+)
+def images(torch: str) -> None:
+    """Build every image (one per location, the server's, Compose's webserver/daemon and object store) with Docker
+    or Podman, from the repository root; print each one's size and build time."""
+    from pipeline_cli.images import EngineError, build_all, image_size, project_images
+
+    variant = machine_torch_variant() if torch == "auto" else torch
+    try:
+        for built in build_all(project_images(variant)):
+            size = image_size(built.image.tag) / 1e6
+            click.echo(f"  {built.image.tag:<36} {size:>8,.0f} MB  built in {built.seconds:5.1f} s")
+    except EngineError as error:
+        fail(str(error))
+
+
+@cli.command()
 @click.argument("targets", nargs=-1)
 @click.option("-k", "keyword", default=None, help="Only tests matching this pytest expression.")
 @click.option("--no-e2e", is_flag=True, help="Skip the cross-location tests in tests/ (end to end, UI, Dagster+).")
@@ -283,23 +306,46 @@ def test(targets: tuple[str, ...], keyword: str | None, no_e2e: bool) -> None:
 @cli.command()
 @click.option("--fix", is_flag=True, help="Apply fixes and format.")
 def lint(fix: bool) -> None:
-    """Lint and format-check the whole repository with ruff; check that the derived files are up to date."""
+    """Lint and format-check the whole repository with ruff; check that the derived files are up to date and that
+    every pin agrees with pins.txt."""
     ruff = str(ROOT_VENV / "bin" / "ruff")
     check = subprocess.run([ruff, "check", *(["--fix"] if fix else []), "."], cwd=ROOT).returncode
     fmt = subprocess.run([ruff, "format", *([] if fix else ["--check"]), "."], cwd=ROOT).returncode
     stale = derived_files.out_of_date(LOCATIONS)
     if stale:
         click.secho(f"out of date: {', '.join(stale)}; run `python scripts/cli.py locations --sync`", fg="red")
-    sys.exit(1 if check or fmt or stale else 0)
+    from pipeline_cli.pins import mismatches
+
+    for problem in (pinned := mismatches()):
+        click.secho(f"pins: {problem}", fg="red")
+    sys.exit(1 if check or fmt or stale or pinned else 0)
 
 
 @cli.command()
-@click.option("--upgrade", is_flag=True, help="Allow newer versions of unpinned transitive dependencies.")
+@click.option(
+    "--upgrade",
+    is_flag=True,
+    help="First move every pin (pins.txt) to the newest versions that resolve together and write them into each "
+    "pyproject and requirements file; then re-resolve with the newest transitive dependencies too.",
+)
 def lock(upgrade: bool) -> None:
-    """Re-resolve every lock from the pyproject pins (run after editing dependencies): per location the CPU build
-    of PyTorch in requirements.lock and, where it has torch, the CUDA build in requirements-cuda.lock."""
-    lock_root(upgrade)
-    click.echo("locked scripts/requirements.lock")
+    """Re-resolve every lock from the pins (run after editing dependencies): per location the CPU build of PyTorch
+    in requirements.lock and, where it has torch, the CUDA build in requirements-cuda.lock."""
+    from pipeline_cli import pins
+
+    if problems := pins.mismatches():
+        fail("the pins disagree with pins.txt:\n  " + "\n  ".join(problems))
+    if upgrade:
+        before = pins.read_pins()
+        after = pins.newest_pins()
+        pins.write_pins(after)
+        for path in pins.write_into_files(after):
+            click.echo(f"repinned {path.relative_to(ROOT)}")
+        for name in sorted(after):
+            if after[name] != before[name]:
+                click.echo(f"  {name}: {before[name]} -> {after[name]}")
+    for lock_path in lock_root(upgrade):
+        click.echo(f"locked {lock_path.relative_to(ROOT)}")
     for env in ENVIRONMENTS:
         for lock_path in lock_environment(env, upgrade):
             click.echo(f"locked {lock_path.relative_to(ROOT)}")

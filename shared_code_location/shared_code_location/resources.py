@@ -9,7 +9,6 @@ container that no other location can see. In both, the object store's endpoint, 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -24,22 +23,29 @@ if TYPE_CHECKING:
 
 
 class InputFilesResource(dg.ConfigurableResource):
-    """The folder of text files the ETL ingests: every file matching `pattern`, in name order."""
+    """The text files the ETL ingests: every file matching `pattern` in `folder` (a local folder, or a prefix in
+    object storage such as s3://bucket/input), in name order."""
 
     folder: str = Field(default_factory=settings.INPUT_DIR.get, description=settings.INPUT_DIR.description)
     pattern: str = "*.txt"
+    object_store: ObjectStore = Field(default_factory=ObjectStore, description="How s3:// URIs are reached.")
 
     @property
-    def path(self) -> Path:
-        """The folder as an absolute path."""
-        return settings.resolve_project_path(self.folder)
+    def path(self) -> UPath:
+        """The folder as an absolute path, or its object-storage URI."""
+        return self.object_store.path(self.folder)
 
-    def list_files(self) -> list[Path]:
+    def list_files(self) -> list[UPath]:
         """The matching files, sorted; raises with the folder's name if it is missing or holds none."""
+        from shared_code_location.storage import storage_errors
+
         folder = self.path
-        if not folder.is_dir():
-            raise FileNotFoundError(f"input folder {folder} does not exist (InputFilesResource.folder={self.folder!r})")
-        files = sorted(p for p in folder.glob(self.pattern) if p.is_file())
+        with storage_errors(folder):
+            if not folder.is_dir():
+                raise FileNotFoundError(
+                    f"input folder {folder} does not exist (InputFilesResource.folder={self.folder!r})"
+                )
+            files = sorted((p for p in folder.glob(self.pattern) if p.is_file()), key=lambda p: p.name)
         if not files:
             raise FileNotFoundError(f"input folder {folder} holds no file matching {self.pattern!r}")
         return files
@@ -54,10 +60,10 @@ class OutputFolderResource(dg.ConfigurableResource):
     @property
     def path(self) -> UPath:
         """The folder as an absolute path (a local one created if missing), or the object-storage URI."""
-        from shared_code_location.storage import storage_errors
+        from shared_code_location.storage_formats import is_local
 
         folder = self.object_store.path(self.folder)
-        with storage_errors(folder):
+        if is_local(folder):  # object stores have no folders (and s3fs's mkdir would create a missing bucket)
             folder.mkdir(parents=True, exist_ok=True)
         return folder
 
@@ -78,7 +84,7 @@ def _local() -> dict[str, Any]:
     store = object_store()
     return {
         IO_MANAGER_KEY: PipelineIOManager(object_store=store),
-        "input_files": InputFilesResource(),
+        "input_files": InputFilesResource(object_store=store),
         "output_folder": OutputFolderResource(object_store=store),
     }
 
@@ -87,7 +93,7 @@ def _production() -> dict[str, Any]:
     store = object_store()
     return {
         IO_MANAGER_KEY: PipelineIOManager(base_uri=dg.EnvVar(settings.STORAGE_URI.name), object_store=store),
-        "input_files": InputFilesResource(folder=dg.EnvVar(settings.INPUT_DIR.name)),
+        "input_files": InputFilesResource(folder=dg.EnvVar(settings.INPUT_DIR.name), object_store=store),
         "output_folder": OutputFolderResource(folder=dg.EnvVar(settings.OUTPUT_DIR.name), object_store=store),
     }
 

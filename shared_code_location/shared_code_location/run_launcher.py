@@ -12,10 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, WorkerStatus
+
+from shared_code_location.private_dagster import CheckRunHealthResult, WorkerStatus
 
 
-class MonitoredRunLauncher(DefaultRunLauncher):
+class MonitoredRunLauncher(dg.DefaultRunLauncher):
     """`DefaultRunLauncher`, plus `check_run_worker_health` by the worker's pid."""
 
     @property

@@ -19,7 +19,6 @@ import argparse
 import importlib
 import json
 import logging
-import os
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -127,29 +126,31 @@ def _metadata_text(value: Any) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+#: The job a CLI run executes: the location's stale assets (the unpartitioned ones, or one experiment's partition).
+CLI_JOB_NAME = "cli_run"
+
+
 def materialize(
-    module: str,
+    defs: dg.Definitions,
     keys: list[dg.AssetKey],
     run_config: Mapping[str, Any],
     instance: dg.DagsterInstance,
     partition: str | None = None,
-):
-    """Run `keys` of the location in `module` (one `partition` of them when given) against `instance`, as
-    `dagster asset materialize -m MODULE` does: the location's implicit asset job, reconstructable from the module
-    so that the run records its origin."""
-    from dagster._core.definitions.reconstruct import ReconstructableRepository
-
-    # Pinned Dagster: this is the same internal path `dagster asset materialize` takes.
-    recon_repo = ReconstructableRepository.for_module(module, "defs", working_directory=os.getcwd())
-    repo = recon_repo.get_definition()
-    job = repo.get_implicit_job_def_for_assets(keys)
-    return dg.execute_job(
-        recon_repo.get_reconstructable_job(job.name),
-        instance=instance,
-        asset_selection=keys,
-        run_config=dict(run_config),
-        tags={"dagster/partition": partition} if partition is not None else None,
-        raise_on_error=False,
+) -> dg.ExecuteInProcessResult:
+    """Run `keys` of `defs` (one `partition` of them when given) against `instance`, in this process, through
+    Dagster's public API: a job of those assets and their checks, with the location's resources and executor, its
+    log on the console (stderr) and the assets' own lines echoed as progress (stdout)."""
+    run_defs = dg.Definitions(
+        assets=defs.assets,
+        asset_checks=defs.asset_checks,
+        resources=defs.resources,
+        executor=defs.executor,
+        jobs=[dg.define_asset_job(CLI_JOB_NAME, selection=keys)],
+        loggers={"console": dg.colored_console_logger, "progress": _progress_logger},
+    )
+    loggers = {"loggers": {"console": {}, "progress": {}}}  # a job's loggers run only when its config names them
+    return run_defs.resolve_job_def(CLI_JOB_NAME).execute_in_process(
+        run_config=dict(run_config) | loggers, instance=instance, partition_key=partition, raise_on_error=False
     )
 
 
@@ -164,6 +165,13 @@ class _UserLogEcho(logging.Handler):
         meta = getattr(record, "dagster_meta", None) or {}
         if meta.get("dagster_event") is None and record.levelno >= logging.INFO and meta.get("step_key"):
             _progress(f"{meta['step_key'].replace('__', '/')}: {meta.get('orig_message', record.getMessage())}"[:200])
+
+
+@dg.logger(description="The assets' own log lines (training progress) as the CLI's progress lines, on stdout.")
+def _progress_logger(_context: dg.InitLoggerContext) -> logging.Logger:
+    logger = logging.Logger("ml_pipeline.progress", level=logging.INFO)
+    logger.addHandler(_UserLogEcho())
+    return logger
 
 
 def run(module: str, options: Mapping[str, Any], force: bool) -> dict[str, Any]:
@@ -202,9 +210,6 @@ def run(module: str, options: Mapping[str, Any], force: bool) -> dict[str, Any]:
             _progress(f"{target}: {why}")
         if not stale:
             return report | {"success": True, "failures": [], "materialized": []}
-        # The run's log handlers come from the instance; this one echoes the assets' own progress lines.
-        instance_handlers = instance.get_handlers
-        instance.get_handlers = lambda: [*instance_handlers(), _UserLogEcho()]
         # One run for the unpartitioned assets, then one per partition (a run materializes one partition).
         batches: dict[str | None, list[dg.AssetKey]] = {}
         for target in stale:
@@ -213,7 +218,7 @@ def run(module: str, options: Mapping[str, Any], force: bool) -> dict[str, Any]:
         for partition in sorted(batches, key=lambda p: (p is not None, p or "")):
             if partition is not None:
                 _progress(f"experiment {partition}")
-            reports.append(run_report(materialize(module, batches[partition], run_config, instance, partition)))
+            reports.append(run_report(materialize(defs, batches[partition], run_config, instance, partition)))
         return report | {
             "run_id": ", ".join(r["run_id"] for r in reports),
             "success": all(r["success"] for r in reports),

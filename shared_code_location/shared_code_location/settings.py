@@ -16,11 +16,13 @@ _ROOT_MARKER = "dg.toml"
 
 @dataclass(frozen=True)
 class Setting:
-    """One environment variable: its name, its default (None: unset) and what it does."""
+    """One environment variable: its name, its default (None: unset) and what it does; for those a production
+    deployment sets (the Kubernetes secret lists them), an example value."""
 
     name: str
     default: str | None
     description: str
+    production_example: str | None = None
 
     def get(self) -> str | None:
         """The value from the environment, else the default; an empty variable counts as unset."""
@@ -44,14 +46,23 @@ DAGSTER_HOME = Setting(
     "example_persistent_home",
     "The Dagster instance folder (DAGSTER_HOME) that the CLI gives every Dagster process it starts.",
 )
-INPUT_DIR = Setting("ML_PIPELINE_INPUT_DIR", "example_input_files_resource", "The folder of text files ETL ingests.")
+INPUT_DIR = Setting(
+    "ML_PIPELINE_INPUT_DIR",
+    "example_input_files_resource",
+    "The text files ETL ingests: a folder, or a prefix in object storage (s3://bucket/input).",
+    production_example="s3://your-bucket/input",
+)
 OUTPUT_DIR = Setting(
-    "ML_PIPELINE_OUTPUT_DIR", "example_output_resources", "Where releases and latest.json are written and served from."
+    "ML_PIPELINE_OUTPUT_DIR",
+    "example_output_resources",
+    "Where releases and latest.json are written and served from.",
+    production_example="s3://your-bucket/releases",
 )
 STORAGE_URI = Setting(
     "ML_PIPELINE_STORAGE_URI",
     "example_persistent_home/asset_storage",
     "Where the IO manager keeps data that crosses locations: a folder, or any fsspec URL (s3://bucket/prefix).",
+    production_example="s3://your-bucket/assets",
 )
 DEPLOYMENT = Setting(
     "ML_PIPELINE_DEPLOYMENT",
@@ -76,19 +87,33 @@ S3_ENDPOINT_URL = Setting(
     None,
     "The S3 API endpoint of the object store behind every s3:// URI (storage, releases), e.g. http://seaweedfs:8333 "
     "or MinIO's; default: AWS S3 itself.",
+    production_example="",
 )
 S3_ACCESS_KEY_ID = Setting(
     "ML_PIPELINE_S3_ACCESS_KEY_ID",
     None,
     "The access key for s3:// URIs; default: the AWS credential chain (AWS_* variables, a profile, an IAM role).",
+    production_example="your-access-key-id",
 )
 S3_SECRET_ACCESS_KEY = Setting(
-    "ML_PIPELINE_S3_SECRET_ACCESS_KEY", None, "The secret key that goes with ML_PIPELINE_S3_ACCESS_KEY_ID."
+    "ML_PIPELINE_S3_SECRET_ACCESS_KEY",
+    None,
+    "The secret key that goes with ML_PIPELINE_S3_ACCESS_KEY_ID.",
+    production_example="your-secret-access-key",
 )
 S3_REGION = Setting(
     "ML_PIPELINE_S3_REGION",
     None,
     "The region of s3:// URIs; default: the AWS configuration's (S3-compatible stores accept any).",
+    production_example="us-east-1",
+)
+RAY_ADDRESS = Setting(
+    "ML_PIPELINE_RAY_ADDRESS",
+    None,
+    "The Ray cluster that trains experiments of more than one worker: its job API (the dashboard's HTTP address, "
+    "http://ray-head:8265; KubeRay: the head service's port 8265); default: a Ray cluster on 127.0.0.1 that each "
+    "such training starts and stops itself.",
+    production_example="http://ml-pipeline-ray-head-svc:8265",
 )
 TORCH_VARIANT = Setting(
     "ML_PIPELINE_TORCH",
@@ -117,9 +142,13 @@ SETTINGS: tuple[Setting, ...] = (
     S3_ACCESS_KEY_ID,
     S3_SECRET_ACCESS_KEY,
     S3_REGION,
+    RAY_ADDRESS,
     TORCH_VARIANT,
     TORCH_CPU_INDEX,
 )
+
+#: What a production deployment sets for every process (the Kubernetes secret, Compose's environment).
+PRODUCTION_SETTINGS: tuple[Setting, ...] = tuple(s for s in SETTINGS if s.production_example is not None)
 
 
 def project_root() -> Path:

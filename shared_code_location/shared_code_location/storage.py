@@ -31,6 +31,10 @@ class StorageError(OSError):
     endpoint and the problem."""
 
 
+class MissingBucketError(StorageError):
+    """The bucket of an s3:// URI does not exist (yet: it may be created later, by its first write)."""
+
+
 def protocol(uri: str) -> str:
     """`s3` for `s3://bucket/prefix`, `""` for a local path."""
     return uri.split("://", 1)[0].lower() if "://" in uri else ""
@@ -87,6 +91,19 @@ def describe(path: UPath | str) -> str:
     return f"{path} (endpoint {endpoint})" if endpoint else str(path)
 
 
+def check_bucket(path: UPath) -> None:
+    """Raise `StorageError` if `path` is in object storage and its bucket does not exist: a read of a missing bucket
+    finds nothing, which would otherwise read as "not written yet"."""
+    if protocol(str(path)) not in S3_PROTOCOLS:
+        return
+    bucket = str(path).split("://", 1)[1].split("/", 1)[0]
+    with storage_errors(path):
+        try:  # HEAD the bucket: unlike `exists`, it tells a missing bucket from a refused one
+            path.fs.call_s3("head_bucket", Bucket=bucket)
+        except FileNotFoundError:
+            raise MissingBucketError(f"{describe(path)}: the bucket {bucket!r} does not exist") from None
+
+
 @contextlib.contextmanager
 def storage_errors(path: UPath | str) -> Iterator[None]:
     """Turn what object storage raises into a `StorageError` naming `path`: unreachable, access denied, no such
@@ -104,7 +121,7 @@ def storage_errors(path: UPath | str) -> Iterator[None]:
         if "bucket" not in str(error).lower():
             raise
         bucket = str(path).split("://", 1)[-1].split("/", 1)[0]
-        raise StorageError(f"{describe(path)}: the bucket {bucket!r} does not exist ({error})") from None
+        raise MissingBucketError(f"{describe(path)}: the bucket {bucket!r} does not exist ({error})") from None
     except Exception as error:
         kind = _unusable(error)
         if kind is None:

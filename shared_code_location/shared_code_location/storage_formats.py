@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from upath import UPath
 
 
-class StorageFormat(str, enum.Enum):
+class StorageFormat(enum.StrEnum):
     """How one asset's value is stored; the value of the `storage_format` metadata entry."""
 
     TEXT = "text"
@@ -140,7 +140,7 @@ def atomic_write_bytes(path: UPath | Path | str, data: bytes) -> None:
     if isinstance(path, str):
         path = Path(path)
     if not is_local(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # No mkdir: object stores have no folders, and s3fs's would create a missing bucket (a typo's, say).
         path.write_bytes(data)
         return
     target = Path(os.fspath(path.path if hasattr(path, "path") and not isinstance(path, Path) else path))

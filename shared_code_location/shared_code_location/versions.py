@@ -23,12 +23,13 @@ from typing import Any, NamedTuple
 
 import dagster as dg
 
+from shared_code_location.private_dagster import (
+    CODE_VERSION_TAG,
+    DATA_VERSION_TAG,
+    INPUT_DATA_VERSION_TAG_PREFIX,
+    INPUT_EVENT_POINTER_TAG_PREFIX,
+)
 from shared_code_location.storage_formats import StorageFormat, TensorBundle, encode
-
-_CODE_VERSION_TAG = "dagster/code_version"
-_DATA_VERSION_TAG = "dagster/data_version"
-_INPUT_DATA_VERSION_TAG = "dagster/input_data_version/"
-_INPUT_EVENT_POINTER_TAG = "dagster/input_event_pointer/"
 
 #: Tag of assets that read input from outside Dagster; its value (a tag value: letters, digits, `_-.`) says what.
 EXTERNAL_INPUT_TAG = "ml_pipeline/external_input"
@@ -113,10 +114,10 @@ def stale_assets(
             if record is None:
                 stale[target] = "never materialized"
                 continue
-            tags = record.asset_materialization.tags or {}
             code_version = node.code_version
-            if code_version is not None and tags.get(_CODE_VERSION_TAG) != code_version:
-                stale[target] = f"code version {tags.get(_CODE_VERSION_TAG)} -> {code_version}"
+            recorded_code = (record.asset_materialization.tags or {}).get(CODE_VERSION_TAG)
+            if code_version is not None and recorded_code != code_version:
+                stale[target] = f"code version {recorded_code} -> {code_version}"
                 continue
             parents = sorted(node.parent_keys, key=str)
             if rebuilt := [str(p.to_user_string()) for p in parents if _parent_stale(stale, graph, p, partition)]:
@@ -161,8 +162,7 @@ def _input_changed(
         ).records
         return bool(records)
     recorded = input_data_version(instance, record, parent)
-    latest = latest_materialization(instance, parent, read[0])
-    current = (latest.asset_materialization.tags or {}).get(_DATA_VERSION_TAG) if latest else None
+    current = data_version(latest_materialization(instance, parent, read[0]))
     return current is not None and recorded != current
 
 
@@ -171,13 +171,19 @@ def input_data_version(instance: dg.DagsterInstance, record: dg.EventLogRecord, 
     materialization it read; the data version is taken from there, since for a partitioned parent the recorded
     `input_data_version` tag is not the partition's own data version."""
     tags = record.asset_materialization.tags or {}
-    pointer = tags.get(_INPUT_EVENT_POINTER_TAG + parent.to_user_string())
+    pointer = tags.get(INPUT_EVENT_POINTER_TAG_PREFIX + parent.to_user_string())
     if pointer is None:
-        return tags.get(_INPUT_DATA_VERSION_TAG + parent.to_user_string())
+        return tags.get(INPUT_DATA_VERSION_TAG_PREFIX + parent.to_user_string())
     read = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=parent, storage_ids=[int(pointer)]), limit=1
     ).records
-    return (read[0].asset_materialization.tags or {}).get(_DATA_VERSION_TAG) if read else None
+    return data_version(read[0] if read else None)
+
+
+def data_version(record: dg.EventLogRecord | None) -> str | None:
+    """The data version a materialization record carries, or None (no record, or none recorded)."""
+    materialization = record.asset_materialization if record is not None else None
+    return (materialization.tags or {}).get(DATA_VERSION_TAG) if materialization is not None else None
 
 
 def op_defs(defs: dg.Definitions, key: dg.AssetKey) -> list[dg.OpDefinition]:

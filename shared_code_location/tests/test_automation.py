@@ -1,6 +1,7 @@
 """The shared automation condition, evaluated by Dagster's own automation engine (no daemon needed)."""
 
 import dagster as dg
+import pytest
 
 from shared_code_location.automation import ON_UPSTREAM_CHANGE, automation_sensor
 from shared_code_location.storage_formats import StorageFormat
@@ -66,8 +67,16 @@ def test_plain_eager_would_not_have_stopped_it():
     assert requested([upstream, check, downstream], instance, cursor)[0] == {"downstream"}
 
 
-def test_automation_sensor_runs_by_default():
-    assert automation_sensor("x").default_status == dg.DefaultSensorStatus.RUNNING
+def test_automation_sensor_is_named_after_its_location_and_runs_by_default(tmp_path):
+    project = tmp_path / "9_example_code_location"
+    (project / "example_code_location" / "defs").mkdir(parents=True)
+    (project / "pyproject.toml").write_text('[tool.dg.project]\ncode_location_name = "9_example"\n')
+    module = project / "example_code_location" / "defs" / "resources.py"
+    module.write_text("")
+    sensor = automation_sensor(str(module))
+    assert sensor.name == "9_example_automation" and sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    with pytest.raises(LookupError, match="code_location_name"):
+        automation_sensor(str(tmp_path / "nowhere.py"))
 
 
 def _text_pipeline(text: dict, gate=None):

@@ -62,6 +62,8 @@ def test_every_format_round_trips(tmp_path, location):
     assert (root / "weights.safetensors").exists()
     assert (root / "text.txt").read_text(encoding="utf-8") == "héllo\n"
     assert (root / "consumer.json").exists()
+    if location == "local":  # readable by other users (a server running as another uid), not a temp file's 0600
+        assert (tmp_path / "etl" / "vocabulary.json").stat().st_mode & 0o777 == 0o644
     # Each materialization links to its file.
     [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == TRAIN_TOKENS.key]
     uri = event.materialization.metadata["uri"].value

@@ -4,20 +4,22 @@ import itertools
 
 import dagster as dg
 
+from etl_code_location.defs.split import TEXT_SPLITS_KEY
+from shared_code_location.asset_keys import VOCABULARY
 from shared_code_location.tokenizer import CharTokenizer
 
 #: Largest share of held-out characters the train vocabulary may miss before the split is judged unrepresentative.
 MAX_HELD_OUT_OOV_RATE = 0.001
 
 
-@dg.asset_check(asset=dg.AssetKey(["etl", "text_splits"]), blocking=True)
+@dg.asset_check(asset=TEXT_SPLITS_KEY, blocking=True)
 def splits_are_non_empty(text_splits: dict) -> dg.AssetCheckResult:
     """Every split holds text."""
     sizes = {name: len(text) for name, text in text_splits["splits"].items()}
     return dg.AssetCheckResult(passed=all(sizes.values()), metadata=sizes)
 
 
-@dg.asset_check(asset=dg.AssetKey(["etl", "text_splits"]), blocking=True)
+@dg.asset_check(asset=TEXT_SPLITS_KEY, blocking=True)
 def splits_do_not_overlap(text_splits: dict) -> dg.AssetCheckResult:
     """The splits are disjoint, contiguous, in train → validation → test order, and cover the corpus once."""
     offsets = text_splits["offsets"]
@@ -32,8 +34,8 @@ def splits_do_not_overlap(text_splits: dict) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(
-    asset=dg.AssetKey(["etl", "vocabulary"]),
-    additional_ins={"text_splits": dg.AssetIn(key=["etl", "text_splits"])},
+    asset=VOCABULARY.key,
+    additional_ins={"text_splits": dg.AssetIn(key=TEXT_SPLITS_KEY)},
     blocking=True,
 )
 def vocabulary_covers_held_out_splits(vocabulary: dict, text_splits: dict) -> dg.AssetCheckResult:

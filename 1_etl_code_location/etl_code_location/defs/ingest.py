@@ -6,9 +6,13 @@ from pathlib import Path
 
 import dagster as dg
 
+from shared_code_location.asset_keys import ETL_PREFIX, stored_as
 from shared_code_location.resources import InputFilesResource
 from shared_code_location.storage_formats import StorageFormat
 from shared_code_location.versions import EXTERNAL_INPUT_TAG, versioned_output
+
+#: The normalized corpus; stays in this location (its splits and tokens are what crosses).
+CORPUS_KEY = dg.AssetKey([ETL_PREFIX, "corpus"])
 
 # Bytes that never occur in text; their presence means a binary file was dropped in the input folder.
 _BINARY_CONTROL_BYTES = frozenset(range(0, 9)) | frozenset(range(14, 32)) - {27}
@@ -20,7 +24,10 @@ class CorpusError(ValueError):
 
 def read_text_file(path: Path) -> str:
     """The file's text, strictly UTF-8 (a BOM is dropped); raises `CorpusError` naming the file and the problem."""
-    data = path.read_bytes()
+    from shared_code_location.storage import storage_errors
+
+    with storage_errors(path):
+        data = path.read_bytes()
     if not data.strip():
         raise CorpusError(f"input file {path} is empty")
     sample = data[:65536]
@@ -44,7 +51,7 @@ def normalize_text(text: str) -> str:
 
 @dg.op(
     description="Read every matching file of the input folder as strict UTF-8.",
-    out=dg.Out(metadata={"storage_format": StorageFormat.JSON.value}),
+    out=dg.Out(metadata=stored_as(StorageFormat.JSON)),
 )
 def read_corpus_files(context: dg.OpExecutionContext, input_files: InputFilesResource) -> list[dict[str, str]]:
     """One `{"name", "text"}` per input file, in name order."""
@@ -72,10 +79,10 @@ def normalize_corpus(context: dg.OpExecutionContext, documents: list[dict[str, s
 
 
 @dg.graph_asset(
-    key=["etl", "corpus"],
+    key=CORPUS_KEY,
     group_name="etl",
     description="The normalized text corpus: every *.txt file of the input folder (graph of two ops).",
-    metadata={"storage_format": StorageFormat.TEXT.value},
+    metadata=stored_as(StorageFormat.TEXT),
     code_version="1",
     tags={EXTERNAL_INPUT_TAG: "input_folder"},
     kinds={"text"},

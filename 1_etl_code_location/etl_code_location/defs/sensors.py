@@ -9,11 +9,16 @@ from shared_code_location.resources import InputFilesResource
 
 
 def folder_state(input_files: InputFilesResource) -> dict[str, list[int]]:
-    """{file name: [size, mtime_ns]} of every matching file; empty if the folder is missing."""
+    """{file name: [size, mtime in ns]} of every matching file (local or in object storage); empty if the folder
+    is missing."""
+    from shared_code_location.storage import storage_errors
+
     folder = input_files.path
-    if not folder.is_dir():
-        return {}
-    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(folder.glob(input_files.pattern))}
+    with storage_errors(folder):
+        if not folder.is_dir():
+            return {}
+        stats = {p.name: p.stat() for p in folder.glob(input_files.pattern)}
+    return {name: [stat.st_size, int(stat.st_mtime * 1e9)] for name, stat in sorted(stats.items())}
 
 
 @dg.sensor(

@@ -3,8 +3,13 @@
 import dagster as dg
 from pydantic import model_validator
 
+from etl_code_location.defs.ingest import CORPUS_KEY
+from shared_code_location.asset_keys import ETL_PREFIX, stored_as
 from shared_code_location.storage_formats import StorageFormat
 from shared_code_location.versions import versioned_output
+
+#: The corpus in contiguous train/validation/test blocks; stays in this location.
+TEXT_SPLITS_KEY = dg.AssetKey([ETL_PREFIX, "text_splits"])
 
 
 class SplitConfig(dg.Config):
@@ -38,10 +43,10 @@ def split_boundaries(text: str, train_fraction: float, validation_fraction: floa
 
 
 @dg.asset(
-    key=["etl", "text_splits"],
+    key=TEXT_SPLITS_KEY,
     group_name="etl",
-    ins={"corpus": dg.AssetIn(key=["etl", "corpus"])},
-    metadata={"storage_format": StorageFormat.JSON.value},
+    ins={"corpus": dg.AssetIn(key=CORPUS_KEY)},
+    metadata=stored_as(StorageFormat.JSON),
     code_version="1",
     kinds={"json"},
 )

@@ -3,7 +3,8 @@
 import dagster as dg
 import numpy as np
 
-from shared_code_location.asset_keys import TEST_TOKENS, TRAIN_TOKENS, VALIDATION_TOKENS
+from etl_code_location.defs.split import TEXT_SPLITS_KEY
+from shared_code_location.asset_keys import TEST_TOKENS, TRAIN_TOKENS, VALIDATION_TOKENS, VOCABULARY
 from shared_code_location.storage_formats import StorageFormat
 from shared_code_location.tokenizer import UNKNOWN_ID, CharTokenizer
 from shared_code_location.versions import versioned_output
@@ -23,7 +24,7 @@ _SPLIT_ASSETS = {"train": TRAIN_TOKENS, "validation": VALIDATION_TOKENS, "test":
         )
         for split, asset in _SPLIT_ASSETS.items()
     },
-    ins={"text_splits": dg.AssetIn(key=["etl", "text_splits"]), "vocabulary": dg.AssetIn(key=["etl", "vocabulary"])},
+    ins={"text_splits": dg.AssetIn(key=TEXT_SPLITS_KEY), "vocabulary": dg.AssetIn(key=VOCABULARY.key)},
 )
 def tokenized_splits(text_splits: dict, vocabulary: dict):
     """Token ids of each split; characters unseen in train become the unknown id 0."""

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from etl_code_location.defs.split import TEXT_SPLITS_KEY
 from shared_code_location.asset_keys import VOCABULARY
 from shared_code_location.storage_formats import StorageFormat
 from shared_code_location.tokenizer import CharTokenizer
@@ -11,7 +12,7 @@ from shared_code_location.versions import versioned_output
 @dg.asset(
     **VOCABULARY.produced(),
     group_name="etl",
-    ins={"text_splits": dg.AssetIn(key=["etl", "text_splits"])},
+    ins={"text_splits": dg.AssetIn(key=TEXT_SPLITS_KEY)},
     code_version="1",
     kinds={"json"},
 )

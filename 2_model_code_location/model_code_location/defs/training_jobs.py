@@ -45,4 +45,4 @@ def weekly_retraining(context: dg.ScheduleEvaluationContext):
         yield dg.RunRequest(partition_key=name, run_key=f"{tick}:{name}")
 
 
-model_automation = automation_sensor("2_model", run_tags=TRAINING_RUN_TAGS)
+model_automation = automation_sensor(__file__, run_tags=TRAINING_RUN_TAGS)

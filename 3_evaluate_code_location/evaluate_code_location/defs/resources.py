@@ -10,5 +10,5 @@ from shared_code_location.resources import pipeline_resources
 def resources() -> dg.Definitions:
     """Resources, executor and automation sensor of this location."""
     return dg.Definitions(
-        resources=pipeline_resources(), executor=dg.in_process_executor, sensors=[automation_sensor("3_evaluate")]
+        resources=pipeline_resources(), executor=dg.in_process_executor, sensors=[automation_sensor(__file__)]
     )

@@ -4,6 +4,7 @@ import dagster as dg
 
 from deploy_code_location.defs.release import ONNX_MODEL_KEY, RELEASE_KEY
 from deploy_code_location.release_checks import PARITY_TOLERANCE
+from shared_code_location.resources import OutputFolderResource
 from shared_code_location.versions import latest_materialization
 
 
@@ -27,15 +28,13 @@ def onnx_matches_pytorch(context: dg.AssetCheckExecutionContext) -> dg.AssetChec
 
 
 @dg.asset_check(asset=RELEASE_KEY, blocking=True)
-def release_loads_and_generates(release: dict) -> dg.AssetCheckResult:
-    """The release folder matches its sha256, loads in ONNX Runtime and generates text."""
-    from pathlib import Path
-
+def release_loads_and_generates(output_folder: OutputFolderResource, release: dict) -> dg.AssetCheckResult:
+    """The release as written (a folder, or in object storage) matches its sha256, loads in ONNX Runtime and
+    generates text."""
     from deploy_code_location.release_checks import smoke_generation
-    from shared_code_location.storage import storage_path
+    from deploy_code_location.release_store import resolve_release
 
-    path = release["path"]
-    smoke = smoke_generation(storage_path(path) if "://" in path else Path(path))
+    smoke = smoke_generation(resolve_release(output_folder.path, release["version"]))
     return dg.AssetCheckResult(
         passed=smoke["sha256_matches"] and smoke["generated"],
         metadata={key: smoke[key] for key in ("sha256_matches", "sample", "ms_per_token")},

@@ -13,14 +13,13 @@ from typing import Any
 
 import dagster as dg
 
-from shared_code_location.asset_keys import DEPLOY_PREFIX, EVALUATION_REPORT, IO_MANAGER_KEY, TRAINED_MODEL
+from shared_code_location.asset_keys import DEPLOY_PREFIX, EVALUATION_REPORT, IO_MANAGER_KEY, TRAINED_MODEL, stored_as
 from shared_code_location.automation import ON_ANY_PARTITION_CHANGE
 from shared_code_location.runs import SUMMARY_METADATA_KEY
 from shared_code_location.storage_formats import StorageFormat
-from shared_code_location.versions import input_data_version, latest_materialization
+from shared_code_location.versions import data_version, input_data_version, latest_materialization
 
 LEADERBOARD_KEY = dg.AssetKey([DEPLOY_PREFIX, "leaderboard"])
-_DATA_VERSION_TAG = "dagster/data_version"
 
 
 def gate_results(instance: dg.DagsterInstance, experiment: str) -> dict[str, Any]:
@@ -28,7 +27,6 @@ def gate_results(instance: dg.DagsterInstance, experiment: str) -> dict[str, Any
     record = latest_materialization(instance, EVALUATION_REPORT.key, experiment)
     if record is None:
         return {"checks": {}, "passed": False, "why": "not evaluated"}
-    tags = record.asset_materialization.tags or {}
     checks = {}
     for entry in instance.all_logs(record.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
         evaluation = entry.dagster_event.event_specific_data
@@ -40,7 +38,7 @@ def gate_results(instance: dg.DagsterInstance, experiment: str) -> dict[str, Any
         "checks": checks,
         "passed": bool(checks) and not failed,
         "why": why,
-        "evaluation_data_version": tags.get(_DATA_VERSION_TAG),
+        "evaluation_data_version": data_version(record),
         "model_data_version": input_data_version(instance, record, TRAINED_MODEL.key),
     }
 
@@ -117,7 +115,7 @@ def _plot(rows: list[dict[str, Any]]) -> str:
     group_name="deploy",
     ins={"evaluation_reports": dg.AssetIn(key=EVALUATION_REPORT.key, metadata={"allow_missing_partitions": True})},
     io_manager_key=IO_MANAGER_KEY,
-    metadata={"storage_format": StorageFormat.JSON.value},
+    metadata=stored_as(StorageFormat.JSON),
     code_version="1",
     automation_condition=ON_ANY_PARTITION_CHANGE,
     kinds={"json", "matplotlib"},

@@ -21,12 +21,13 @@ from shared_code_location.asset_keys import (
     TRAINED_MODEL,
     VALIDATION_TOKENS,
     VOCABULARY,
+    stored_as,
 )
 from shared_code_location.automation import ON_UPSTREAM_CHANGE, ON_UPSTREAM_DATA_CHANGE
 from shared_code_location.resources import OutputFolderResource
 from shared_code_location.runs import SUMMARY_METADATA_KEY
 from shared_code_location.storage_formats import StorageFormat, TensorBundle, sha256_hex
-from shared_code_location.versions import latest_materialization
+from shared_code_location.versions import data_version, latest_materialization
 
 ONNX_MODEL_KEY = dg.AssetKey([DEPLOY_PREFIX, "onnx_model"])
 RELEASE_KEY = dg.AssetKey([DEPLOY_PREFIX, "release"])
@@ -47,8 +48,7 @@ def winning_model(context: dg.AssetExecutionContext | dg.AssetCheckExecutionCont
     """The winner's weights, as evaluated: fails if the experiment was retrained since its evaluation (the
     automation then runs evaluate and the leaderboard again before exporting)."""
     winner = leaderboard["winner"]
-    record = latest_materialization(context.instance, TRAINED_MODEL.key, winner)
-    current = (record.asset_materialization.tags or {}).get("dagster/data_version") if record else None
+    current = data_version(latest_materialization(context.instance, TRAINED_MODEL.key, winner))
     if current != leaderboard["winner_model_data_version"]:
         raise dg.Failure(
             f"experiment {winner!r} was retrained after the evaluation the leaderboard ranked "
@@ -61,7 +61,7 @@ def winning_model(context: dg.AssetExecutionContext | dg.AssetCheckExecutionCont
     key=ONNX_MODEL_KEY,
     group_name="deploy",
     ins={"leaderboard": dg.AssetIn(key=LEADERBOARD_KEY)},
-    metadata={"storage_format": StorageFormat.ONNX.value},
+    metadata=stored_as(StorageFormat.ONNX),
     io_manager_key=IO_MANAGER_KEY,
     # The IO manager also reads the one winning partition of model/trained_model (not every experiment's weights).
     required_resource_keys={IO_MANAGER_KEY},
@@ -120,8 +120,7 @@ def _upstream_data_versions(context: dg.AssetExecutionContext, experiment: str) 
     for key in _LINEAGE_KEYS:
         partitioned = key in (TRAINED_MODEL.key, EVALUATION_REPORT.key)
         record = latest_materialization(context.instance, key, experiment if partitioned else None)
-        tags = record.asset_materialization.tags if record else {}
-        versions[key.to_user_string()] = (tags or {}).get("dagster/data_version")
+        versions[key.to_user_string()] = data_version(record)
     return versions
 
 
@@ -162,7 +161,7 @@ def _model_card_markdown(card: dict) -> str:
         "leaderboard": dg.AssetIn(key=LEADERBOARD_KEY),
     },
     io_manager_key=IO_MANAGER_KEY,
-    metadata={"storage_format": StorageFormat.JSON.value},
+    metadata=stored_as(StorageFormat.JSON),
     # 2: the card describes the cache signature; 3: and the experiment that won, and why; 4: parity, chat template
     code_version="4",
     # Not in the leaderboard's own tick: with the export of its new winner, in the tick after.
@@ -188,10 +187,10 @@ def release(
     parity = _check_export_matches(context, leaderboard)
     evaluation_report = leaderboard["winner_report"]
     model_sha = sha256_hex(onnx_model)
-    version = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{model_sha[:8]}"
+    version = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{model_sha[:8]}"
     card = {
         "version": version,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
         "model_sha256": model_sha,
         "experiment": {"name": leaderboard["winner"], "why": leaderboard["why"], "leaderboard": leaderboard["rows"]},
         "model_config": evaluation_report["model_config"],
@@ -234,7 +233,7 @@ def release(
     group_name="deploy",
     ins={"release": dg.AssetIn(key=RELEASE_KEY)},
     io_manager_key=IO_MANAGER_KEY,
-    metadata={"storage_format": StorageFormat.JSON.value},
+    metadata=stored_as(StorageFormat.JSON),
     code_version="1",
     automation_condition=ON_UPSTREAM_CHANGE,
     kinds={"json"},

@@ -12,5 +12,5 @@ def resources() -> dg.Definitions:
     return dg.Definitions(
         resources=pipeline_resources("output_folder"),
         executor=dg.in_process_executor,
-        sensors=[automation_sensor("4_deploy")],
+        sensors=[automation_sensor(__file__)],
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from deploy_code_location.onnx_generator import OnnxGenerator
 from deploy_code_location.release_store import LATEST_POINTER, ReleaseNotFoundError, resolve_release
-from shared_code_location.storage import StorageError, storage_errors
+from shared_code_location.storage import MissingBucketError, StorageError, check_bucket, storage_errors
 
 logger = logging.getLogger(__name__)
 
@@ -18,8 +18,9 @@ class ReleaseWatcher:
 
     A new release is loaded completely before it replaces the old one; requests in flight keep the generator they
     started with, so a swap never fails a request. Following `latest.json` before there is any release is allowed:
-    the server is live but not ready until the first release appears. Storage that cannot be reached at start is a
-    `StorageError`; later, while a release is served, it is logged and the release goes on being served.
+    the server is live but not ready until the first release appears (a bucket that does not exist yet counts as
+    no release yet: its first write creates it). Storage that cannot be used at start (unreachable, access denied)
+    is a `StorageError`; later, while a release is served, it is logged and the release goes on being served.
     """
 
     def __init__(self, output_dir: Path, release: str | None = None, poll_seconds: float = 1.0):
@@ -31,13 +32,17 @@ class ReleaseWatcher:
         self._pointer: str | None = None  # the text of latest.json last acted on
         self._poll_error: str | None = None
         self.generator: OnnxGenerator | None = None
+        #: Why there is no release to serve yet, for /ready.
+        self.waiting_for = f"no release in {output_dir} yet: run the pipeline to publish one"
         try:
             self._pointer = self._read_pointer()
             self.generator = OnnxGenerator(resolve_release(output_dir, release))
-        except ReleaseNotFoundError:
+        except (ReleaseNotFoundError, MissingBucketError) as error:
             if not self.follow_latest:
                 raise
-            logger.warning("no release in %s yet: not ready until latest.json points to one", output_dir)
+            if isinstance(error, MissingBucketError):
+                self.waiting_for = f"{error}; waiting for the pipeline's first release to create it"
+            logger.warning("not ready until latest.json points to a release: %s", self.waiting_for)
 
     def _read_pointer(self) -> str | None:
         pointer = self.output_dir / LATEST_POINTER
@@ -45,6 +50,7 @@ class ReleaseWatcher:
             try:
                 return pointer.read_text(encoding="utf-8")
             except FileNotFoundError:
+                check_bucket(pointer)
                 return None
 
     def current(self) -> OnnxGenerator:
@@ -53,7 +59,7 @@ class ReleaseWatcher:
         if self.follow_latest and time.monotonic() - self._last_poll >= self.poll_seconds:
             self.refresh()
         if self.generator is None:
-            raise ReleaseNotFoundError(f"no release in {self.output_dir} yet: run the pipeline to publish one")
+            raise ReleaseNotFoundError(self.waiting_for)
         return self.generator
 
     def refresh(self) -> bool:
@@ -63,7 +69,10 @@ class ReleaseWatcher:
         text = None
         try:
             self._last_poll = time.monotonic()
-            text = self._read_pointer()
+            try:
+                text = self._read_pointer()
+            except MissingBucketError:
+                return False  # still no release: the bucket appears with the first one
             self._poll_error = None
             if text is None or text == self._pointer:
                 return False

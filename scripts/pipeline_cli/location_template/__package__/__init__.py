@@ -1,0 +1,1 @@
+"""{{ names.location }}: describe what this location does."""

@@ -1,0 +1,30 @@
+import subprocess
+import sys
+
+import dagster as dg
+
+from {{ names.module }} import defs
+from {{ names.package }}.defs.example import EXAMPLE_KEY, example
+from shared_code_location.asset_keys import {{ upstream }}
+from shared_code_location.io_manager import PipelineIOManager
+
+
+def test_definitions_load_and_the_upstream_asset_comes_from_the_contract():
+    assert defs.resolve_assets_def(EXAMPLE_KEY) is not None
+    assert {{ upstream }}.key in {spec.key for spec in defs.resolve_all_asset_specs()}
+
+
+def test_the_example_asset_materializes_through_the_shared_io_manager(tmp_path):
+    resources = {"io_manager": PipelineIOManager(base_uri=str(tmp_path))}
+    result = dg.materialize([{{ upstream }}.spec(), example], resources=resources)
+    assert result.success
+    assert (tmp_path / "{{ stem }}" / "example.json").read_text().startswith("{")
+
+
+#: Libraries a location imports inside the functions that use them, never when it loads.
+HEAVY = {"torch", "onnxruntime", "ray"}
+
+
+def test_importing_the_location_stays_light():
+    code = f"import sys, {{ names.module }}; print(sorted({HEAVY} & set(sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"

@@ -1,0 +1,51 @@
+"""What `cli.py setup` installs: exactly each lock, with the PyTorch build the machine needs (no CUDA libraries on a
+machine without an NVIDIA GPU); and the locks saying exactly what each build installs."""
+
+import json
+import re
+import subprocess
+
+import pytest
+
+from pipeline_cli.environments import LOCK_FILES, machine_torch_variant
+from pipeline_cli.locations import ENVIRONMENTS, LOCATIONS
+
+_INSTALLED = (
+    "import importlib.metadata as m, json; "
+    "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))"
+)
+
+
+def normalized(name: str) -> str:
+    """A distribution's name as package indexes compare them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS, ids=lambda env: env.name)
+def test_each_venv_holds_its_lock_with_the_machines_pytorch_build(env):
+    listed = subprocess.run([str(env.python), "-c", _INSTALLED], capture_output=True, text=True, check=True).stdout
+    installed = {normalized(name): version for name, version in json.loads(listed).items()}
+    variant = machine_torch_variant()
+    lock = env.path / (LOCK_FILES["cuda"] if variant == "cuda" and (env.path / LOCK_FILES["cuda"]).exists() else
+                       LOCK_FILES["cpu"])  # fmt: skip
+    pinned = re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", lock.read_text(), re.MULTILINE)
+    for name, version in pinned:
+        assert installed.get(normalized(name)) == version, (env.name, name)
+    if variant == "cpu":
+        assert not [name for name in installed if name.startswith("nvidia-")], env.name
+        if "torch" in installed:
+            assert installed["torch"].endswith("+cpu")
+
+
+@pytest.mark.parametrize(
+    "env", [e for e in LOCATIONS if (e.path / LOCK_FILES["cuda"]).exists()], ids=lambda env: env.name
+)
+def test_the_locks_say_what_each_pytorch_build_installs(env):
+    cpu = (env.path / LOCK_FILES["cpu"]).read_text()
+    cuda = (env.path / LOCK_FILES["cuda"]).read_text()
+    assert re.search(r"^torch==\S+\+cpu$", cpu, re.MULTILINE) and "nvidia-" not in cpu
+    assert re.search(r"^torch==[^+\s]+$", cuda, re.MULTILINE) and re.search(r"^nvidia-\S+==", cuda, re.MULTILINE)
+    # The same version of every package but the PyTorch build and its CUDA libraries.
+    versions = [dict(re.findall(r"^(\S+)==(\S+)$", text, re.MULTILINE)) for text in (cpu, cuda)]
+    shared = versions[0].keys() & versions[1].keys() - {"torch"}
+    assert all(versions[0][name] == versions[1][name] for name in shared)
