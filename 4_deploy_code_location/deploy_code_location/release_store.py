@@ -81,7 +81,7 @@ def point_latest_to(output_dir: Path, version: str, sha256: str, history: list[s
             history = [] if current is None else [current["version"], *current.get("history", [])]
         history = [earlier for earlier in history if earlier != version][:HISTORY_LENGTH]
         pointer = {"version": version, "path": f"{RELEASES_DIR}/{version}", "model_sha256": sha256}
-        pointer |= {"promoted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "history": history}
+        pointer |= {"promoted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "history": history}
         atomic_write_bytes(pointer_path, json.dumps(pointer, indent=2).encode("utf-8"))
     return pointer
 
