@@ -24,7 +24,7 @@ enter_root_venv("see python scripts/cli.py --help")
 
 from pipeline_cli.locations import LOCATIONS  # noqa: E402
 from pipeline_cli.stack import location_load_states  # noqa: E402
-from shared_code_location.net import free_port  # noqa: E402
+from shared_code_location.runtime.net import free_port  # noqa: E402
 
 
 def loaded(port: int) -> bool:

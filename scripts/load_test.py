@@ -32,7 +32,7 @@ enter_root_venv("see python scripts/cli.py --help")
 
 from pipeline_cli.locations import LOCATIONS  # noqa: E402
 from shared_code_location import settings  # noqa: E402
-from shared_code_location.net import free_port, http_ok, wait_until  # noqa: E402
+from shared_code_location.runtime.net import free_port, http_ok, wait_until  # noqa: E402
 
 PROMPT = "ROMEO:\n"
 

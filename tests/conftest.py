@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT / "scripts"))  # the CLI's package: the tests read t
 
 from pipeline_cli.locations import LOCATIONS  # noqa: E402
 from shared_code_location import settings  # noqa: E402
-from shared_code_location.net import free_port  # noqa: E402
+from shared_code_location.runtime.net import free_port  # noqa: E402
 
 LOCATION_NAMES = [env.name for env in LOCATIONS]
 #: The model location's experiments file, and the experiments it declares, in order (read as data, not imported).

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from conftest import ROOT
 from shared_code_location import settings
-from shared_code_location.net import free_port
+from shared_code_location.runtime.net import free_port
 
 WEED = ROOT / ".venv" / "bin" / "weed"
 ACCESS_KEY, SECRET_KEY = "pipeline", "pipeline-secret-key"

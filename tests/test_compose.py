@@ -24,7 +24,7 @@ from containers import require_engine
 from pipeline_cli.derived_files import COMPOSE_DIR, image_name
 from pipeline_cli.images import engine, run
 from pipeline_cli.locations import LOCATIONS
-from shared_code_location.net import free_port, wait_until
+from shared_code_location.runtime.net import free_port, wait_until
 
 COMPOSE_FILE = ROOT / COMPOSE_DIR / "compose.yaml"
 BIN = ROOT / ".venv" / "bin"

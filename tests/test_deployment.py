@@ -33,7 +33,7 @@ def context(tmp_path_factory):
 
 def test_the_build_context_holds_the_code_and_no_local_state(context):
     _, sent = context
-    assert "shared_code_location/shared_code_location/io_manager.py" in sent  # the classic mono-repo failure
+    assert "shared_code_location/shared_code_location/contract/io_manager.py" in sent  # the classic mono-repo failure
     for env in LOCATIONS:
         assert f"{env.folder}/requirements.lock" in sent and f"{env.folder}/{env.package}/definitions.py" in sent
     local_state = (".git/", ".github/", "example_persistent_home/", "example_output_resources/")

@@ -14,7 +14,7 @@ from containers import in_image
 from pipeline_cli.derived_files import image_name
 from pipeline_cli.images import build, cpu_torch_index, dependency_step_cached, run
 from pipeline_cli.locations import LOCATIONS
-from shared_code_location.net import free_port, http_ok, wait_until
+from shared_code_location.runtime.net import free_port, http_ok, wait_until
 
 TORCH = {env.name: (env.path / "requirements-cuda.lock").exists() for env in LOCATIONS}
 

@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT, isolated, run_cli
 from object_store import seaweedfs
 from shared_code_location import settings
-from shared_code_location.net import free_port, http_ok, wait_until
+from shared_code_location.runtime.net import free_port, http_ok, wait_until
 
 BUCKET = "pipeline"
 STORAGE_URI = f"s3://{BUCKET}/assets"

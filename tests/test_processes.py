@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import LOCATION_NAMES, ROOT, stop_and_check
-from shared_code_location.net import free_port, http_ok, wait_until
+from shared_code_location.runtime.net import free_port, http_ok, wait_until
 
 
 def _ignore_sigint() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT, run_cli
 from shared_code_location import settings
-from shared_code_location.net import free_port, http_ok, wait_until
+from shared_code_location.runtime.net import free_port, http_ok, wait_until
 
 DEPLOY_PYTHON = ROOT / "4_deploy_code_location" / ".venv" / "bin" / "python"
 

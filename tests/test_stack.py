@@ -23,7 +23,7 @@ from conftest import (
     location_statuses,
     run_cli,
 )
-from shared_code_location.net import free_port, port_is_free, wait_until
+from shared_code_location.runtime.net import free_port, port_is_free, wait_until
 from test_processes import assert_quiet
 
 LOADED = ("LOADED", "RepositoryLocation")

@@ -9,9 +9,9 @@ import pytest
 from etl_code_location.definitions import defs
 from etl_code_location.defs.ingest import CorpusError, normalize_text, read_text_file
 from etl_code_location.defs.split import SplitConfig, split_boundaries
-from shared_code_location.asset_keys import IO_MANAGER_KEY
-from shared_code_location.io_manager import PipelineIOManager
-from shared_code_location.resources import InputFilesResource
+from shared_code_location.contract.asset_keys import IO_MANAGER_KEY
+from shared_code_location.contract.io_manager import PipelineIOManager
+from shared_code_location.contract.resources import InputFilesResource
 
 CORPUS = "".join(f"Line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(200))
 

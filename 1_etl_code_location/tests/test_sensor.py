@@ -2,7 +2,7 @@ import dagster as dg
 
 from etl_code_location.definitions import defs
 from etl_code_location.defs.sensors import input_files_sensor
-from shared_code_location.resources import InputFilesResource
+from shared_code_location.contract.resources import InputFilesResource
 
 
 def evaluate(folder, cursor):

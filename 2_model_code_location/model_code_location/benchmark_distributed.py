@@ -65,7 +65,7 @@ def main() -> None:
     from upath import UPath
 
     from model_code_location.presets import TrainingConfig
-    from shared_code_location.storage_formats import StorageFormat, decode
+    from shared_code_location.contract.storage_formats import StorageFormat, decode
 
     etl = UPath(args.storage) / "etl"
     train_ids = decode(StorageFormat.NUMPY, (etl / "train_tokens.npy").read_bytes())

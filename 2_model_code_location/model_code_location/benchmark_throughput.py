@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from model_code_location.presets import TrainingConfig
 from model_code_location.training import batch_sampler, make_optimizer, train
-from shared_code_location.transformer import DecoderTransformer, TransformerConfig
+from shared_code_location.model.transformer import DecoderTransformer, TransformerConfig
 
 
 def bare_loop_tokens_per_second(train_ids: np.ndarray, vocab_size: int, hp: dict, iters: int) -> float:
@@ -45,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     from upath import UPath
 
-    from shared_code_location.storage_formats import StorageFormat, decode
+    from shared_code_location.contract.storage_formats import StorageFormat, decode
 
     etl = UPath(args.storage) / "etl"
     train_ids = decode(StorageFormat.NUMPY, (etl / "train_tokens.npy").read_bytes())

@@ -23,8 +23,14 @@ import numpy as np
 import torch
 
 from shared_code_location import settings
-from shared_code_location.storage import storage_errors
-from shared_code_location.storage_formats import StorageFormat, TensorBundle, atomic_write_bytes, decode, encode
+from shared_code_location.contract.storage import storage_errors
+from shared_code_location.contract.storage_formats import (
+    StorageFormat,
+    TensorBundle,
+    atomic_write_bytes,
+    decode,
+    encode,
+)
 
 if TYPE_CHECKING:
     from upath import UPath

@@ -16,7 +16,6 @@ import pydantic
 from pydantic import Field
 
 from model_code_location.presets import PRESETS, SCALING_FIELDS, ScalingError, TrainingConfig
-from shared_code_location.experiments import fingerprint
 
 #: What an experiment may override: every `TrainingConfig` field but `preset` and the scaling (`workers`, ...),
 #: which are the experiment's own fields, with its type and bounds.
@@ -95,7 +94,7 @@ class Experiments(dg.Component):
 
         declarations = validated_declarations(self.experiments, context.path / "defs.yaml")
         model = build_trained_model(declarations)
-        return dg.Definitions(assets=[model], sensors=[experiments_sensor(model, declarations)])
+        return dg.Definitions(assets=[model], sensors=[experiments_sensor(model)])
 
 
 def validated_declarations(experiments: list[Experiment], source: Path) -> dict[str, dict[str, Any]]:
@@ -113,8 +112,3 @@ def validated_declarations(experiments: list[Experiment], source: Path) -> dict[
             raise ExperimentConfigError(f"{source}: experiment {experiment.name!r}: {field}: {error}") from error
         declarations[experiment.name] = declaration
     return declarations
-
-
-def fingerprints(declarations: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """`{name: fingerprint}` of the declarations, in declaration order."""
-    return {name: fingerprint(declaration) for name, declaration in declarations.items()}

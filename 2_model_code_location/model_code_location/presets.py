@@ -8,6 +8,7 @@ import dagster as dg
 from pydantic import Field
 
 from shared_code_location import settings
+from shared_code_location.model.config import check_architecture
 
 #: What every preset shares unless it says otherwise.
 _COMMON: dict[str, Any] = dict(
@@ -24,10 +25,10 @@ _COMMON: dict[str, Any] = dict(
 
 #: Each preset is a complete set of hyperparameters; any field set in `TrainingConfig` overrides it.
 PRESETS: dict[str, dict[str, Any]] = {
-    # Two CPU cores, about 75 s of training: 1.71 nats/char of validation loss. Found with the experiments (see
-    # defs/experiments/defs.yaml and the leaderboard): against nanoGPT's CPU recipe with 3x its learning rate (4x4x128,
-    # batch 12, 1500 iterations: 1.83 in ~52 s), twice the batch with one layer fewer and a wider embedding learns
-    # more per second of CPU.
+    # About a minute of training on two CPU cores (docs/figures.md has the measured loss and time). Found with the
+    # experiments (defs/experiments/defs.yaml and the leaderboard): against nanoGPT's CPU recipe with 3x its learning
+    # rate (the previous-quick experiment), twice the batch with one layer fewer and a wider embedding learns more
+    # per second of CPU.
     "quick": _COMMON
     | dict(n_layer=3, n_head=4, n_embd=160, block_size=64, batch_size=24, max_iters=1150, learning_rate=3e-3)
     | dict(eval_tokens=32768),
@@ -43,7 +44,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-#: The preset names as a choice in the Launchpad (and in `python -m shared_code_location.runs describe`).
+#: The preset names as a choice in the Launchpad (and in `python -m shared_code_location.runtime.runs describe`).
 Preset = enum.Enum("Preset", {name: name for name in PRESETS}, type=str)
 
 #: Where training runs.
@@ -128,8 +129,7 @@ class TrainingConfig(dg.Config):
         values = dict(PRESETS[preset]) | {"device": "auto", "seed": DEFAULT_SEED} | SCALING_DEFAULTS
         values |= dict(experiment.get("scaling") or {}) | overrides | mine
         values["preset"] = preset
-        if values["n_embd"] % values["n_head"]:
-            raise ValueError(f"n_embd ({values['n_embd']}) must be a multiple of n_head ({values['n_head']})")
+        check_architecture(values)  # the model's own rules (n_embd a multiple of n_head, ...), before training
         if values["min_learning_rate"] > values["learning_rate"]:
             raise ValueError("min_learning_rate must not exceed learning_rate")
         if values["batch_size"] % values["workers"]:

@@ -32,7 +32,7 @@ import dagster as dg
 from pydantic import Field
 
 from shared_code_location import settings
-from shared_code_location.net import free_port
+from shared_code_location.runtime.net import free_port
 
 #: The resource key of `RayCluster` in this location's definitions.
 RAY_RESOURCE_KEY = "ray_cluster"
@@ -296,7 +296,7 @@ def _free_ports(count: int) -> list[int]:
 
 def _free_port_range(size: int, avoid: set[int]) -> int:
     """The lowest port of `size` consecutive ports that are free now on 127.0.0.1, none of them in `avoid`."""
-    from shared_code_location.net import port_is_free
+    from shared_code_location.runtime.net import port_is_free
 
     for _ in range(50):
         low = free_port()

@@ -98,8 +98,8 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
 
     from model_code_location.checkpoints import CheckpointStore
     from model_code_location.training import train
-    from shared_code_location.storage import storage_path
-    from shared_code_location.transformer import to_tensor_bundle
+    from shared_code_location.contract.storage import storage_path
+    from shared_code_location.model.transformer import to_tensor_bundle
 
     spec, progress = config["spec"], config["progress"]
     hp = spec["hyperparameters"]

@@ -24,7 +24,7 @@ import dagster as dg
 import numpy as np
 
 from model_code_location.ray_cluster import RayCluster
-from shared_code_location.storage_formats import TensorBundle
+from shared_code_location.contract.storage_formats import TensorBundle
 
 if TYPE_CHECKING:
     from model_code_location.checkpoints import CheckpointStore

@@ -9,26 +9,26 @@ import numpy as np
 
 from model_code_location.presets import TrainingConfig
 from model_code_location.ray_cluster import RAY_RESOURCE_KEY
-from shared_code_location.asset_keys import (
+from shared_code_location.contract.asset_keys import (
     IO_MANAGER_KEY,
+    SUMMARY_METADATA_KEY,
     TRAIN_TOKENS,
     TRAINED_MODEL,
     VALIDATION_TOKENS,
     VOCABULARY,
     inputs,
 )
-from shared_code_location.automation import ON_UPSTREAM_CHANGE
-from shared_code_location.experiments import (
+from shared_code_location.contract.experiments import (
     DECLARED_METADATA_KEY,
     EXPERIMENTS,
     FINGERPRINT_METADATA_KEY,
     changed_experiments,
-    fingerprint,
+    fingerprints,
     partition_sync_requests,
 )
-from shared_code_location.runs import SUMMARY_METADATA_KEY
-from shared_code_location.storage_formats import StorageFormat, TensorBundle
-from shared_code_location.versions import versioned_output
+from shared_code_location.contract.storage_formats import StorageFormat, TensorBundle
+from shared_code_location.contract.versions import versioned_output
+from shared_code_location.runtime.automation import ON_UPSTREAM_CHANGE
 
 #: Bump when the training code changes in a way that changes the model; Dagster then marks the model stale.
 TRAINING_CODE_VERSION = "1"
@@ -38,7 +38,7 @@ TRAINING_JOB_NAME = "training_job"
 
 def build_trained_model(experiments: Mapping[str, dict[str, Any]]) -> dg.AssetsDefinition:
     """The asset, partitioned by experiment; each partition trains with its declaration in `experiments`."""
-    declared = {name: fingerprint(declaration) for name, declaration in experiments.items()}
+    declared = fingerprints(experiments)
 
     @dg.asset(
         **TRAINED_MODEL.produced(**{DECLARED_METADATA_KEY: dg.MetadataValue.json(declared)}),
@@ -85,7 +85,7 @@ def build_trained_model(experiments: Mapping[str, dict[str, Any]]) -> dg.AssetsD
             history, extra = bundle.metadata["history"], _ray_metadata(reported)
         else:
             from model_code_location.training import train
-            from shared_code_location.transformer import to_tensor_bundle
+            from shared_code_location.model.transformer import to_tensor_bundle
 
             result = train(train_tokens, validation_tokens, vocabulary["vocab_size"], hp, context.log.info, checkpoints)
             summary, history, extra = result.summary, result.history, {}
@@ -138,10 +138,10 @@ def _ray_metadata(reported: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def experiments_sensor(model: dg.AssetsDefinition, experiments: Mapping[str, dict[str, Any]]) -> dg.SensorDefinition:
+def experiments_sensor(model: dg.AssetsDefinition) -> dg.SensorDefinition:
     """Keeps the instance's experiment partitions equal to the YAML's and retrains an experiment whose YAML entry
     changed. New experiments are not requested here: they are missing partitions, which the automation trains."""
-    declared = {name: fingerprint(declaration) for name, declaration in experiments.items()}
+    declared = model.specs_by_key[model.key].metadata[DECLARED_METADATA_KEY].value  # what the asset declares
 
     @dg.sensor(
         name="experiments_sensor",

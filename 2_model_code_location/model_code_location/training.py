@@ -14,7 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from model_code_location.checkpoints import CheckpointStore, TrainingState
-from shared_code_location.transformer import (
+from shared_code_location.model.transformer import (
     DecoderTransformer,
     TransformerConfig,
     autocast,

@@ -7,7 +7,7 @@ import pytest
 from model_code_location.definitions import defs
 from model_code_location.presets import TrainingConfig
 from shared_code_location import settings
-from shared_code_location.asset_keys import TRAIN_TOKENS, TRAINED_MODEL, VALIDATION_TOKENS, VOCABULARY
+from shared_code_location.contract.asset_keys import TRAIN_TOKENS, TRAINED_MODEL, VALIDATION_TOKENS, VOCABULARY
 
 
 def test_model_location_declares_its_upstream_from_the_contract():

@@ -29,11 +29,11 @@ from model_code_location.ray_cluster import RAY_RESOURCE_KEY, LocalRayCluster, R
 from model_code_location.trained_model import build_trained_model
 from model_code_location.training import train
 from shared_code_location import settings
-from shared_code_location.asset_keys import TRAIN_TOKENS, TRAINED_MODEL, VALIDATION_TOKENS, VOCABULARY
-from shared_code_location.experiments import EXPERIMENTS
-from shared_code_location.io_manager import PipelineIOManager
-from shared_code_location.net import free_port
-from shared_code_location.storage_formats import StorageFormat, decode, encode
+from shared_code_location.contract.asset_keys import TRAIN_TOKENS, TRAINED_MODEL, VALIDATION_TOKENS, VOCABULARY
+from shared_code_location.contract.experiments import EXPERIMENTS
+from shared_code_location.contract.io_manager import PipelineIOManager
+from shared_code_location.contract.storage_formats import StorageFormat, decode, encode
+from shared_code_location.runtime.net import free_port
 
 CORPUS = settings.project_root() / "example_input_files_resource" / "tinyshakespeare.txt"
 #: The distributed experiment: the tiny preset on two workers, long enough to be interrupted twice, logging often
@@ -170,7 +170,10 @@ def materialize(instance, storage: Path, declaration: dict, cluster: RayCluster,
 
 
 def materialization(result) -> dict:
-    return {k: v.value for k, v in result.asset_materializations_for_node("model__trained_model")[0].metadata.items()}
+    return {
+        k: v.value
+        for k, v in result.asset_materializations_for_node(TRAINED_MODEL.key.to_python_identifier())[0].metadata.items()
+    }
 
 
 def failure(result) -> str:

@@ -15,8 +15,8 @@ import yaml
 from model_code_location.definitions import defs
 from model_code_location.experiments import Experiment, ExperimentConfigError, validated_declarations
 from model_code_location.presets import TrainingConfig
-from shared_code_location.asset_keys import TRAINED_MODEL
-from shared_code_location.experiments import DECLARED_METADATA_KEY, EXPERIMENTS, fingerprint
+from shared_code_location.contract.asset_keys import TRAINED_MODEL
+from shared_code_location.contract.experiments import DECLARED_METADATA_KEY, EXPERIMENTS, fingerprint
 
 LOCATION = Path(__file__).resolve().parent.parent
 EXPERIMENTS_YAML = LOCATION / "model_code_location" / "defs" / "experiments" / "defs.yaml"

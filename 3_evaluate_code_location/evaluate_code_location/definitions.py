@@ -1,5 +1,5 @@
 """The 3_evaluate code location: everything under `defs/`, loaded as a `dg` project."""
 
-from shared_code_location.definitions import load_location
+from shared_code_location.runtime.loader import load_location
 
 defs = load_location(__file__)

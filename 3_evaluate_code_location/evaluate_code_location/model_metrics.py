@@ -5,8 +5,8 @@ import math
 import numpy as np
 import torch
 
-from shared_code_location.tokenizer import CharTokenizer
-from shared_code_location.transformer import DecoderTransformer, window_metrics
+from shared_code_location.model.tokenizer import CharTokenizer
+from shared_code_location.model.transformer import DecoderTransformer, window_metrics
 
 #: Fixed prompts and seed: the same model always writes the same samples, so runs compare.
 SAMPLE_PROMPTS = ("ROMEO:\n", "First Citizen:\n", "KING HENRY VI:\nO")

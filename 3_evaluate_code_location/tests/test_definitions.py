@@ -2,7 +2,7 @@ import subprocess
 import sys
 
 from evaluate_code_location.definitions import defs
-from shared_code_location.asset_keys import EVALUATION_REPORT, TRAINED_MODEL
+from shared_code_location.contract.asset_keys import EVALUATION_REPORT, TRAINED_MODEL
 
 
 def test_definitions_module_imports_neither_torch_nor_onnxruntime():

@@ -10,8 +10,8 @@ import torch
 from evaluate_code_location.baselines import bigram_baseline, unigram_baseline
 from evaluate_code_location.defs.checks import beats_bigram_baseline, metrics_are_finite
 from evaluate_code_location.model_metrics import generate_samples, language_model_metrics
-from shared_code_location.tokenizer import CharTokenizer
-from shared_code_location.transformer import DecoderTransformer, TransformerConfig
+from shared_code_location.model.tokenizer import CharTokenizer
+from shared_code_location.model.transformer import DecoderTransformer, TransformerConfig
 
 
 def test_bigram_baseline_learns_a_deterministic_sequence():

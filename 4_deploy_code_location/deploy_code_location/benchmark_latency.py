@@ -47,8 +47,8 @@ def torch_ms_per_token(weights: str, tokens: int, prompt_length: int) -> dict:
     import torch
     from upath import UPath
 
-    from shared_code_location.storage_formats import StorageFormat, decode
-    from shared_code_location.transformer import from_tensor_bundle, sample_next_token
+    from shared_code_location.contract.storage_formats import StorageFormat, decode
+    from shared_code_location.model.transformer import from_tensor_bundle, sample_next_token
 
     model = from_tensor_bundle(decode(StorageFormat.SAFETENSORS, UPath(weights).read_bytes()))
     block = model.config.block_size

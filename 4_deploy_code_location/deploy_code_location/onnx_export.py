@@ -20,7 +20,7 @@ from deploy_code_location.onnx_signature import (
     POSITION_IDS,
     PRESENT_KEY_VALUES,
 )
-from shared_code_location.transformer import DecoderTransformer
+from shared_code_location.model.transformer import DecoderTransformer
 
 
 class _CachedForward(torch.nn.Module):

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from deploy_code_location.onnx_signature import INPUT_IDS, INPUT_NAMES, PAST_KEY_VALUES, PAST_MASK, POSITION_IDS
-from shared_code_location.tokenizer import UNKNOWN_ID, CharTokenizer
+from shared_code_location.model.tokenizer import UNKNOWN_ID, CharTokenizer
 
 
 class GenerationRequestError(ValueError):
@@ -49,7 +49,7 @@ class OnnxGenerator:
         import onnxruntime as ort
 
         from deploy_code_location.chat_template import ChatTemplate
-        from shared_code_location.storage import storage_errors, storage_path
+        from shared_code_location.contract.storage import storage_errors, storage_path
 
         if isinstance(release_dir, str):  # a folder, or a URI (s3://...) reached with the settings' S3 options
             release_dir = storage_path(release_dir) if "://" in release_dir else Path(release_dir)

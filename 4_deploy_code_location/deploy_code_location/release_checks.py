@@ -30,8 +30,8 @@ def parity_record(differences: dict[str, float]) -> dict[str, Any]:
 def smoke_generation(folder: Path) -> dict[str, Any]:
     """Load the release in ONNX Runtime and generate from the smoke prompt: sha256 match, sample, timing."""
     from deploy_code_location.onnx_generator import OnnxGenerator
-    from shared_code_location.storage import storage_errors
-    from shared_code_location.storage_formats import sha256_hex
+    from shared_code_location.contract.storage import storage_errors
+    from shared_code_location.contract.storage_formats import sha256_hex
 
     generator = OnnxGenerator(folder)
     with storage_errors(folder):
@@ -48,7 +48,7 @@ def smoke_generation(folder: Path) -> dict[str, Any]:
 def release_problems(folder: Path) -> list[str]:
     """Why the release in `folder` must not be served (empty when it may): each problem in words."""
     from deploy_code_location.release_store import MANIFEST
-    from shared_code_location.storage import storage_errors
+    from shared_code_location.contract.storage import storage_errors
 
     with storage_errors(folder):
         card = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))

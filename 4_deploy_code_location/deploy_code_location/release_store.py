@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from shared_code_location.storage import check_bucket, storage_errors, storage_path
-from shared_code_location.storage_formats import atomic_write_bytes, fsync_directory, is_local
+from shared_code_location.contract.storage import check_bucket, storage_errors, storage_path
+from shared_code_location.contract.storage_formats import atomic_write_bytes, fsync_directory, is_local
 
 RELEASES_DIR = "releases"
 LATEST_POINTER = "latest.json"

@@ -28,7 +28,7 @@ from deploy_code_location.release_store import (
     rollback_target,
 )
 from shared_code_location import settings
-from shared_code_location.storage import StorageError, storage_path
+from shared_code_location.contract.storage import StorageError, storage_path
 
 
 class RefusedError(RuntimeError):

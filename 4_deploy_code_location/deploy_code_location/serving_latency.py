@@ -7,7 +7,7 @@ function, the asset it produces, what it depends on and when it runs; this modul
 import dagster as dg
 
 from deploy_code_location.benchmark_latency import ort_ms_per_token
-from shared_code_location.resources import OutputFolderResource
+from shared_code_location.contract.resources import OutputFolderResource
 
 #: Tokens generated for the measurement: enough to cross a cache slide on small blocks.
 MEASURED_TOKENS = 200

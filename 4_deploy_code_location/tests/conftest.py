@@ -12,10 +12,10 @@ from deploy_code_location.chat_template import CHAT_TEMPLATE_FILE, DEFAULT_STOP,
 from deploy_code_location.onnx_export import export_onnx, max_logit_difference
 from deploy_code_location.release_checks import PARITY_KEY, parity_record
 from deploy_code_location.release_store import point_latest_to, write_release
-from shared_code_location.net import free_port, http_ok, wait_until
-from shared_code_location.storage_formats import sha256_hex
-from shared_code_location.tokenizer import CharTokenizer
-from shared_code_location.transformer import DecoderTransformer, TransformerConfig
+from shared_code_location.contract.storage_formats import sha256_hex
+from shared_code_location.model.tokenizer import CharTokenizer
+from shared_code_location.model.transformer import DecoderTransformer, TransformerConfig
+from shared_code_location.runtime.net import free_port, http_ok, wait_until
 
 TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?\n"
 

@@ -13,7 +13,7 @@ from deploy_code_location.onnx_generator import (
     sample_token,
 )
 from deploy_code_location.release_store import ReleaseNotFoundError, list_releases, resolve_release
-from shared_code_location.tokenizer import CharTokenizer
+from shared_code_location.model.tokenizer import CharTokenizer
 
 
 def test_onnx_export_matches_pytorch_on_several_shapes():

@@ -16,7 +16,7 @@ from deploy_code_location.onnx_generator import OnnxGenerator, Sequence
 from deploy_code_location.release_store import resolve_release
 from deploy_code_location.serving.batcher import Batcher
 from deploy_code_location.serving.metrics import metric_value
-from shared_code_location.net import wait_until
+from shared_code_location.runtime.net import wait_until
 
 
 def test_a_small_request_gets_a_row_at_the_next_step_however_large_the_others(release_dir):

@@ -8,9 +8,9 @@ import dagster as dg
 import pytest
 
 from deploy_code_location.defs.leaderboard import leaderboard
-from shared_code_location.asset_keys import EVALUATION_REPORT, IO_MANAGER_KEY
-from shared_code_location.experiments import EXPERIMENTS
-from shared_code_location.io_manager import PipelineIOManager
+from shared_code_location.contract.asset_keys import EVALUATION_REPORT, IO_MANAGER_KEY
+from shared_code_location.contract.experiments import EXPERIMENTS
+from shared_code_location.contract.io_manager import PipelineIOManager
 
 #: (validation loss, test loss): "lowest" has the best validation loss but fails its gate.
 RESULTS = {"lowest": (1.60, 3.0), "middle": (1.70, 1.72), "high": (1.80, 1.81)}

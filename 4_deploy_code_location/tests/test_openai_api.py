@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from conftest import call, make_release, start_server
-from shared_code_location.net import wait_until
+from shared_code_location.runtime.net import wait_until
 
 
 @pytest.fixture(scope="module")

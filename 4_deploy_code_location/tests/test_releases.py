@@ -14,7 +14,7 @@ import pytest
 from conftest import call, make_release, post, start_server
 from deploy_code_location import releases
 from deploy_code_location.release_store import read_pointer
-from shared_code_location.storage import storage_path
+from shared_code_location.contract.storage import storage_path
 
 OLD, MIDDLE, NEW = "20260101T000000Z-11111111", "20260201T000000Z-22222222", "20260301T000000Z-33333333"
 

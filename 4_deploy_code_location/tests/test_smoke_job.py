@@ -2,7 +2,7 @@ import dagster as dg
 
 from deploy_code_location.definitions import defs
 from deploy_code_location.defs.smoke_test import release_smoke_test_job
-from shared_code_location.resources import OutputFolderResource
+from shared_code_location.contract.resources import OutputFolderResource
 
 
 def test_smoke_job_passes_on_a_real_release(release_dir):

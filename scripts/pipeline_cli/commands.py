@@ -352,7 +352,13 @@ def lock(upgrade: bool) -> None:
 
 
 @cli.command(name="locations")
-@click.option("--sync", "sync", is_flag=True, help="Rewrite workspace.yaml and dagster_cloud.yaml from dg.toml.")
+@click.option(
+    "--sync",
+    "sync",
+    is_flag=True,
+    help="Render every file derived from dg.toml (workspace and Dagster+ files, the Compose topology, Helm values, "
+    "the deploy workflow, each location's Dockerfile and container context) from deploy/templates/.",
+)
 @click.option("--check", "check", is_flag=True, help="Exit non-zero if a derived file is out of date.")
 def locations_command(sync: bool, check: bool) -> None:
     """List the code locations, as dg.toml declares them, and keep the files derived from it in step."""

@@ -1,7 +1,8 @@
 """The code locations, declared once: the `dg` workspace (dg.toml) lists each project's folder, in pipeline order,
 and each project's pyproject.toml names its package and its Dagster location (`[tool.dg.project]`).
 
-Everything else that lists locations (workspace.yaml, dagster_cloud.yaml, the CLI, the tests) derives from this.
+Everything else that lists locations derives from this: the CLI, the tests, and every deployment file
+`derived_files.py` renders (workspace and Dagster+ files, Compose, Helm values, Dockerfiles, container contexts).
 A location's names follow one pattern, which `new-location` and `rename-location` keep and a test checks:
 location `2_model`, folder `2_model_code_location`, package `model_code_location`, distribution
 `model-code-location`.

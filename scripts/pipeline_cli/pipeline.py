@@ -1,8 +1,8 @@
 """`cli.py run`: every location in pipeline order, each in its own venv, asking the location what to run.
 
-The CLI knows no asset, op or preset. Each location answers through `python -m shared_code_location.runs`: which of
-its ops take the user's `--preset` and `--set` fields (and which values they allow), which assets are stale and why,
-and, from Dagster's run and check events, what failed and the cause.
+The CLI knows no asset, op or preset. Each location answers through `python -m shared_code_location.runtime.runs`:
+which of its ops take the user's `--preset` and `--set` fields (and which values they allow), which assets are stale
+and why, and, from Dagster's run and check events, what failed and the cause.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import click
 from pipeline_cli.instance import dagster_env, ensure_dagster_home
 from pipeline_cli.locations import Environment
 
-_RUNS = "shared_code_location.runs"
+_RUNS = "shared_code_location.runtime.runs"
 
 
 class PipelineError(RuntimeError):

@@ -39,7 +39,7 @@ def _upstream_contract() -> str:
     text = (SHARED.path / SHARED.folder / "asset_keys.py").read_text(encoding="utf-8")
     declared = re.search(r"^CONTRACT_ASSETS\b[^=]*=\s*\(([^)]*)\)", text, flags=re.MULTILINE | re.DOTALL)
     if declared is None:
-        raise LocationError("shared_code_location/asset_keys.py declares no CONTRACT_ASSETS")
+        raise LocationError("shared_code_location/contract/asset_keys.py declares no CONTRACT_ASSETS")
     return re.findall(r"[A-Z_][A-Z0-9_]*", declared.group(1))[-1]
 
 

@@ -35,7 +35,7 @@ from pipeline_cli.instance import TRACKED_DAGSTER_YAML
 from pipeline_cli.locations import Environment
 from pipeline_cli.processes import ProcessGroup
 from shared_code_location import settings as project_settings
-from shared_code_location.net import free_port, http_ok, port_is_free
+from shared_code_location.runtime.net import free_port, http_ok, port_is_free
 
 #: The system user the embedded server runs as when the CLI runs as root (PostgreSQL refuses root).
 POSTGRES_SYSTEM_USER = "embedded_postgres"
@@ -185,7 +185,10 @@ class Stack:
         settings = yaml.safe_load(TRACKED_DAGSTER_YAML.read_text()) or {}
         settings["storage"] = {"postgres": {"postgres_url": _sqlalchemy_url(url)}}
         # Runs start in their location's code server, so in its venv; monitoring can check their workers' pids.
-        settings["run_launcher"] = {"module": "shared_code_location.run_launcher", "class": "MonitoredRunLauncher"}
+        settings["run_launcher"] = {
+            "module": "shared_code_location.runtime.run_launcher",
+            "class": "MonitoredRunLauncher",
+        }
         # A run whose process died is marked failed instead of hanging in STARTED, and the pool slot it held (one
         # training at a time) is freed, so that its retry can start.
         settings["run_monitoring"] = {

@@ -3,9 +3,9 @@
 import dagster as dg
 import pytest
 
-from shared_code_location.automation import ON_UPSTREAM_CHANGE, automation_sensor
-from shared_code_location.storage_formats import StorageFormat
-from shared_code_location.versions import versioned_output
+from shared_code_location.contract.storage_formats import StorageFormat
+from shared_code_location.contract.versions import versioned_output
+from shared_code_location.runtime.automation import ON_UPSTREAM_CHANGE, automation_sensor
 
 
 def build(check_passes: bool):

@@ -7,9 +7,9 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from shared_code_location.asset_keys import IO_MANAGER_KEY, TRAIN_TOKENS, VOCABULARY
-from shared_code_location.io_manager import PipelineIOManager
-from shared_code_location.storage_formats import StorageFormat, StorageFormatError, TensorBundle
+from shared_code_location.contract.asset_keys import IO_MANAGER_KEY, TRAIN_TOKENS, VOCABULARY
+from shared_code_location.contract.io_manager import PipelineIOManager
+from shared_code_location.contract.storage_formats import StorageFormat, StorageFormatError, TensorBundle
 
 
 def _assets(bad_json: bool = False):
@@ -82,7 +82,7 @@ def test_a_failed_write_leaves_the_last_good_value(tmp_path):
 
 
 def test_no_pickle_formats_refuse_objects():
-    from shared_code_location.storage_formats import encode
+    from shared_code_location.contract.storage_formats import encode
 
     with pytest.raises(StorageFormatError):
         encode(StorageFormat.NUMPY, np.array([object()], dtype=object))

@@ -4,13 +4,13 @@ import sys
 
 import pytest
 
-from shared_code_location.resources import InputFilesResource, OutputFolderResource
+from shared_code_location.contract.resources import InputFilesResource, OutputFolderResource
 from shared_code_location.settings import project_root
 
 
 def test_folders_resolve_the_same_from_any_working_directory(tmp_path, monkeypatch):
     monkeypatch.delenv("ML_PIPELINE_PROJECT_ROOT", raising=False)
-    code = "from shared_code_location.resources import InputFilesResource as R; print(R().path)"
+    code = "from shared_code_location.contract.resources import InputFilesResource as R; print(R().path)"
     outputs = {
         subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, check=True).stdout
         for cwd in (tmp_path, project_root(), "/")

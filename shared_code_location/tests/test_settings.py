@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from shared_code_location import settings
-from shared_code_location.resources import pipeline_resources
+from shared_code_location.contract.resources import pipeline_resources
 
 ROOT = settings.project_root()
 _NAME = re.compile(r"\bML_PIPELINE_[A-Z_]+\b")

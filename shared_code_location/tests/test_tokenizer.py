@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from shared_code_location.tokenizer import UNKNOWN_ID, UNKNOWN_TOKEN, CharTokenizer, UnknownSymbolError
+from shared_code_location.model.tokenizer import UNKNOWN_ID, UNKNOWN_TOKEN, CharTokenizer, UnknownSymbolError
 
 
 def test_vocabulary_is_sorted_with_unknown_first_and_independent_of_text_order():

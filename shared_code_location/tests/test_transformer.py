@@ -1,7 +1,12 @@
 import pytest
 import torch
 
-from shared_code_location.transformer import DecoderTransformer, TransformerConfig, from_tensor_bundle, to_tensor_bundle
+from shared_code_location.model.transformer import (
+    DecoderTransformer,
+    TransformerConfig,
+    from_tensor_bundle,
+    to_tensor_bundle,
+)
 
 CONFIG = TransformerConfig(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=32)
 
@@ -61,7 +66,7 @@ def test_bad_configs_are_named():
 def test_window_metrics_is_the_mean_loss_and_accuracy_over_consecutive_windows():
     from torch.nn import functional as F
 
-    from shared_code_location.transformer import window_metrics
+    from shared_code_location.model.transformer import window_metrics
 
     torch.manual_seed(0)
     model = DecoderTransformer(TransformerConfig(vocab_size=7, block_size=4, n_layer=1, n_head=1, n_embd=8))

@@ -3,8 +3,9 @@
 import dagster as dg
 import numpy as np
 
-from shared_code_location.storage_formats import StorageFormat, TensorBundle
-from shared_code_location.versions import content_version, stale_assets, versioned_output
+from shared_code_location.contract.storage_formats import StorageFormat, TensorBundle
+from shared_code_location.contract.versions import content_version, versioned_output
+from shared_code_location.runtime.staleness import stale_assets
 
 SOURCE = {"text": "first"}
 
@@ -78,7 +79,7 @@ def test_weights_version_ignores_header_timings():
 
 def test_partitions_are_stale_one_by_one():
     """Each experiment (partition) has its own staleness: new, trained, or its declaration changed."""
-    from shared_code_location.experiments import (
+    from shared_code_location.contract.experiments import (
         DECLARED_METADATA_KEY,
         EXPERIMENTS,
         FINGERPRINT_METADATA_KEY,

@@ -5,8 +5,8 @@ import itertools
 import dagster as dg
 
 from etl_code_location.defs.split import TEXT_SPLITS_KEY
-from shared_code_location.asset_keys import VOCABULARY
-from shared_code_location.tokenizer import CharTokenizer
+from shared_code_location.contract.asset_keys import VOCABULARY
+from shared_code_location.model.tokenizer import CharTokenizer
 
 #: Largest share of held-out characters the train vocabulary may miss before the split is judged unrepresentative.
 MAX_HELD_OUT_OOV_RATE = 0.001

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from shared_code_location.asset_keys import ETL_PREFIX, stored_as
-from shared_code_location.resources import InputFilesResource
-from shared_code_location.storage_formats import StorageFormat
-from shared_code_location.versions import EXTERNAL_INPUT_TAG, versioned_output
+from shared_code_location.contract.asset_keys import ETL_PREFIX, stored_as
+from shared_code_location.contract.resources import InputFilesResource
+from shared_code_location.contract.storage_formats import StorageFormat
+from shared_code_location.contract.versions import EXTERNAL_INPUT_TAG, versioned_output
 
 #: The normalized corpus; stays in this location (its splits and tokens are what crosses).
 CORPUS_KEY = dg.AssetKey([ETL_PREFIX, "corpus"])
@@ -24,7 +24,7 @@ class CorpusError(ValueError):
 
 def read_text_file(path: Path) -> str:
     """The file's text, strictly UTF-8 (a BOM is dropped); raises `CorpusError` naming the file and the problem."""
-    from shared_code_location.storage import storage_errors
+    from shared_code_location.contract.storage import storage_errors
 
     with storage_errors(path):
         data = path.read_bytes()

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from shared_code_location.resources import pipeline_resources
+from shared_code_location.contract.resources import pipeline_resources
 
 
 @dg.definitions

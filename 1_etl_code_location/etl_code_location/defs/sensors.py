@@ -5,13 +5,13 @@ import json
 
 import dagster as dg
 
-from shared_code_location.resources import InputFilesResource
+from shared_code_location.contract.resources import InputFilesResource
 
 
 def folder_state(input_files: InputFilesResource) -> dict[str, list[int]]:
     """{file name: [size, mtime in ns]} of every matching file (local or in object storage); empty if the folder
     is missing."""
-    from shared_code_location.storage import storage_errors
+    from shared_code_location.contract.storage import storage_errors
 
     folder = input_files.path
     with storage_errors(folder):

@@ -4,9 +4,9 @@ import dagster as dg
 from pydantic import model_validator
 
 from etl_code_location.defs.ingest import CORPUS_KEY
-from shared_code_location.asset_keys import ETL_PREFIX, stored_as
-from shared_code_location.storage_formats import StorageFormat
-from shared_code_location.versions import versioned_output
+from shared_code_location.contract.asset_keys import ETL_PREFIX, stored_as
+from shared_code_location.contract.storage_formats import StorageFormat
+from shared_code_location.contract.versions import versioned_output
 
 #: The corpus in contiguous train/validation/test blocks; stays in this location.
 TEXT_SPLITS_KEY = dg.AssetKey([ETL_PREFIX, "text_splits"])

@@ -4,10 +4,10 @@ import dagster as dg
 import numpy as np
 
 from etl_code_location.defs.split import TEXT_SPLITS_KEY
-from shared_code_location.asset_keys import TEST_TOKENS, TRAIN_TOKENS, VALIDATION_TOKENS, VOCABULARY
-from shared_code_location.storage_formats import StorageFormat
-from shared_code_location.tokenizer import UNKNOWN_ID, CharTokenizer
-from shared_code_location.versions import versioned_output
+from shared_code_location.contract.asset_keys import TEST_TOKENS, TRAIN_TOKENS, VALIDATION_TOKENS, VOCABULARY
+from shared_code_location.contract.storage_formats import StorageFormat
+from shared_code_location.contract.versions import versioned_output
+from shared_code_location.model.tokenizer import UNKNOWN_ID, CharTokenizer
 
 _SPLIT_ASSETS = {"train": TRAIN_TOKENS, "validation": VALIDATION_TOKENS, "test": TEST_TOKENS}
 

@@ -3,10 +3,10 @@
 import dagster as dg
 
 from etl_code_location.defs.split import TEXT_SPLITS_KEY
-from shared_code_location.asset_keys import VOCABULARY
-from shared_code_location.storage_formats import StorageFormat
-from shared_code_location.tokenizer import CharTokenizer
-from shared_code_location.versions import versioned_output
+from shared_code_location.contract.asset_keys import VOCABULARY
+from shared_code_location.contract.storage_formats import StorageFormat
+from shared_code_location.contract.versions import versioned_output
+from shared_code_location.model.tokenizer import CharTokenizer
 
 
 @dg.asset(

@@ -4,7 +4,7 @@ import dagster as dg
 
 from model_code_location.ray_cluster import RAY_RESOURCE_KEY, RayCluster
 from shared_code_location import settings
-from shared_code_location.resources import pipeline_resources
+from shared_code_location.contract.resources import pipeline_resources
 
 
 def ray_cluster() -> RayCluster:

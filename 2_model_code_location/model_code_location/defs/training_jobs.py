@@ -3,9 +3,9 @@
 import dagster as dg
 
 from model_code_location.trained_model import TRAINING_JOB_NAME
-from shared_code_location.asset_keys import TRAINED_MODEL
-from shared_code_location.automation import automation_sensor
-from shared_code_location.experiments import EXPERIMENTS
+from shared_code_location.contract.asset_keys import TRAINED_MODEL
+from shared_code_location.contract.experiments import EXPERIMENTS
+from shared_code_location.runtime.automation import automation_sensor
 
 #: A training run whose process died (a lost node, a killed worker) is retried, and resumes from its checkpoint.
 TRAINING_RUN_TAGS = {"dagster/max_retries": "2"}
@@ -17,12 +17,15 @@ training_job = dg.define_asset_job(
     tags=TRAINING_RUN_TAGS,
     description="Train one experiment.",
 )
+#: The op that computes `model/trained_model`: Dagster names an asset's op after its key.
+TRAINED_MODEL_OP = TRAINED_MODEL.key.to_python_identifier()
+
 # The gpu preset, tagged so that a run launcher that can place runs on GPU nodes (Kubernetes) asks for one.
 gpu_training_job = dg.define_asset_job(
     "gpu_training_job",
     selection=[TRAINED_MODEL.key],
     partitions_def=EXPERIMENTS,
-    config={"ops": {"model__trained_model": {"config": {"preset": "gpu", "device": "cuda"}}}},
+    config={"ops": {TRAINED_MODEL_OP: {"config": {"preset": "gpu", "device": "cuda"}}}},
     tags=TRAINING_RUN_TAGS
     | {
         "accelerator": "nvidia-gpu",

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from shared_code_location.asset_keys import TRAIN_TOKENS, VALIDATION_TOKENS, VOCABULARY
+from shared_code_location.contract.asset_keys import TRAIN_TOKENS, VALIDATION_TOKENS, VOCABULARY
 
 
 @dg.definitions

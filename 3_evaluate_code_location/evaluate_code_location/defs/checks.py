@@ -5,7 +5,7 @@ import math
 
 import dagster as dg
 
-from shared_code_location.asset_keys import EVALUATION_REPORT
+from shared_code_location.contract.asset_keys import EVALUATION_REPORT
 
 
 def _all_metrics(report: dict) -> dict[str, float]:

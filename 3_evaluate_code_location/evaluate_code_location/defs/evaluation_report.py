@@ -5,17 +5,17 @@ import dagster as dg
 import numpy as np
 
 from evaluate_code_location.baselines import bigram_baseline, unigram_baseline
-from shared_code_location.asset_keys import (
+from shared_code_location.contract.asset_keys import (
     EVALUATION_REPORT,
+    SUMMARY_METADATA_KEY,
     TEST_TOKENS,
     TRAIN_TOKENS,
     TRAINED_MODEL,
     VOCABULARY,
     inputs,
 )
-from shared_code_location.automation import ON_UPSTREAM_CHANGE
-from shared_code_location.runs import SUMMARY_METADATA_KEY
-from shared_code_location.storage_formats import TensorBundle
+from shared_code_location.contract.storage_formats import TensorBundle
+from shared_code_location.runtime.automation import ON_UPSTREAM_CHANGE
 
 
 def _metrics_table(rows: dict[str, dict[str, float]]) -> str:
@@ -45,8 +45,8 @@ def evaluation_report(
 ) -> dict:
     """Test loss, perplexity, bits/char and accuracy of the model and of both baselines; samples from fixed prompts."""
     from evaluate_code_location.model_metrics import generate_samples, language_model_metrics
-    from shared_code_location.tokenizer import CharTokenizer
-    from shared_code_location.transformer import from_tensor_bundle
+    from shared_code_location.model.tokenizer import CharTokenizer
+    from shared_code_location.model.transformer import from_tensor_bundle
 
     model = from_tensor_bundle(trained_model)
     tokenizer = CharTokenizer.from_json(vocabulary)

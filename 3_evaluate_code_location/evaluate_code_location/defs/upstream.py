@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from shared_code_location.asset_keys import TEST_TOKENS, TRAIN_TOKENS, TRAINED_MODEL, VOCABULARY
+from shared_code_location.contract.asset_keys import TEST_TOKENS, TRAIN_TOKENS, TRAINED_MODEL, VOCABULARY
 
 
 @dg.definitions

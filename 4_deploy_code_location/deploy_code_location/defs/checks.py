@@ -4,8 +4,8 @@ import dagster as dg
 
 from deploy_code_location.defs.release import ONNX_MODEL_KEY, RELEASE_KEY
 from deploy_code_location.release_checks import PARITY_TOLERANCE
-from shared_code_location.resources import OutputFolderResource
-from shared_code_location.versions import latest_materialization
+from shared_code_location.contract.resources import OutputFolderResource
+from shared_code_location.contract.versions import latest_materialization
 
 
 @dg.asset_check(asset=ONNX_MODEL_KEY, blocking=True)

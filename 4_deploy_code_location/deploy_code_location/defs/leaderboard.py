@@ -13,11 +13,17 @@ from typing import Any
 
 import dagster as dg
 
-from shared_code_location.asset_keys import DEPLOY_PREFIX, EVALUATION_REPORT, IO_MANAGER_KEY, TRAINED_MODEL, stored_as
-from shared_code_location.automation import ON_ANY_PARTITION_CHANGE
-from shared_code_location.runs import SUMMARY_METADATA_KEY
-from shared_code_location.storage_formats import StorageFormat
-from shared_code_location.versions import data_version, input_data_version, latest_materialization
+from shared_code_location.contract.asset_keys import (
+    DEPLOY_PREFIX,
+    EVALUATION_REPORT,
+    IO_MANAGER_KEY,
+    SUMMARY_METADATA_KEY,
+    TRAINED_MODEL,
+    stored_as,
+)
+from shared_code_location.contract.storage_formats import StorageFormat
+from shared_code_location.contract.versions import data_version, input_data_version, latest_materialization
+from shared_code_location.runtime.automation import ON_ANY_PARTITION_CHANGE
 
 LEADERBOARD_KEY = dg.AssetKey([DEPLOY_PREFIX, "leaderboard"])
 

@@ -12,10 +12,11 @@ import dagster as dg
 
 from deploy_code_location.defs.leaderboard import LEADERBOARD_KEY
 from deploy_code_location.onnx_signature import OPSET, SIGNATURE
-from shared_code_location.asset_keys import (
+from shared_code_location.contract.asset_keys import (
     DEPLOY_PREFIX,
     EVALUATION_REPORT,
     IO_MANAGER_KEY,
+    SUMMARY_METADATA_KEY,
     TEST_TOKENS,
     TRAIN_TOKENS,
     TRAINED_MODEL,
@@ -23,25 +24,17 @@ from shared_code_location.asset_keys import (
     VOCABULARY,
     stored_as,
 )
-from shared_code_location.automation import ON_UPSTREAM_CHANGE, ON_UPSTREAM_DATA_CHANGE
-from shared_code_location.resources import OutputFolderResource
-from shared_code_location.runs import SUMMARY_METADATA_KEY
-from shared_code_location.storage_formats import StorageFormat, TensorBundle, sha256_hex
-from shared_code_location.versions import data_version, latest_materialization
+from shared_code_location.contract.resources import OutputFolderResource
+from shared_code_location.contract.storage_formats import StorageFormat, TensorBundle, sha256_hex
+from shared_code_location.contract.versions import data_version, latest_materialization
+from shared_code_location.runtime.automation import ON_UPSTREAM_CHANGE, ON_UPSTREAM_DATA_CHANGE
 
 ONNX_MODEL_KEY = dg.AssetKey([DEPLOY_PREFIX, "onnx_model"])
 RELEASE_KEY = dg.AssetKey([DEPLOY_PREFIX, "release"])
 LATEST_RELEASE_KEY = dg.AssetKey([DEPLOY_PREFIX, "latest_release"])
 #: Upstream assets whose data versions a model card records (the winner's partition of the partitioned ones), so a
 #: release traces back to its exact inputs.
-_LINEAGE_KEYS = (
-    TRAINED_MODEL.key,
-    EVALUATION_REPORT.key,
-    VOCABULARY.key,
-    TRAIN_TOKENS.key,
-    VALIDATION_TOKENS.key,
-    TEST_TOKENS.key,
-)
+_LINEAGE = (TRAINED_MODEL, EVALUATION_REPORT, VOCABULARY, TRAIN_TOKENS, VALIDATION_TOKENS, TEST_TOKENS)
 
 
 def winning_model(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext, leaderboard: dict) -> TensorBundle:
@@ -76,7 +69,7 @@ def onnx_model(context: dg.AssetExecutionContext, leaderboard: dict) -> bytes:
     the model in hand, and recorded: the blocking check `onnx_matches_pytorch` gates on it and the release's model
     card keeps it."""
     from deploy_code_location.onnx_export import export_onnx, max_logit_difference
-    from shared_code_location.transformer import from_tensor_bundle
+    from shared_code_location.model.transformer import from_tensor_bundle
 
     model = from_tensor_bundle(winning_model(context, leaderboard))
     data = export_onnx(model)
@@ -117,10 +110,11 @@ def _check_export_matches(context: dg.AssetExecutionContext, leaderboard: dict) 
 
 def _upstream_data_versions(context: dg.AssetExecutionContext, experiment: str) -> dict[str, str | None]:
     versions = {}
-    for key in _LINEAGE_KEYS:
-        partitioned = key in (TRAINED_MODEL.key, EVALUATION_REPORT.key)
-        record = latest_materialization(context.instance, key, experiment if partitioned else None)
-        versions[key.to_user_string()] = data_version(record)
+    for asset in _LINEAGE:  # the contract says which are partitioned by experiment
+        partition = experiment if asset.partitions_def is not None else None
+        versions[asset.key.to_user_string()] = data_version(
+            latest_materialization(context.instance, asset.key, partition)
+        )
     return versions
 
 
@@ -131,7 +125,8 @@ def _model_card_markdown(card: dict) -> str:
         [
             f"# Model card — release {card['version']}",
             "",
-            "A character-level decoder-only transformer trained on the corpus in `example_input_files_resource/`.",
+            "A character-level decoder-only transformer trained on the pipeline's corpus; the data versions of its "
+            "inputs are in `model_card.json` (`upstream_data_versions`).",
             "",
             f"Experiment **{card['experiment']['name']}**: {card['experiment']['why']}.",
             "",

@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from shared_code_location.automation import automation_sensor
-from shared_code_location.resources import pipeline_resources
+from shared_code_location.contract.resources import pipeline_resources
+from shared_code_location.runtime.automation import automation_sensor
 
 
 @dg.definitions

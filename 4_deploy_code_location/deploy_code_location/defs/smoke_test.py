@@ -3,7 +3,7 @@
 import dagster as dg
 
 from deploy_code_location.release_checks import SMOKE_PROMPT
-from shared_code_location.resources import OutputFolderResource
+from shared_code_location.contract.resources import OutputFolderResource
 
 SMOKE_TOKENS = 100
 

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from shared_code_location.asset_keys import EVALUATION_REPORT, TRAINED_MODEL, VOCABULARY
+from shared_code_location.contract.asset_keys import EVALUATION_REPORT, TRAINED_MODEL, VOCABULARY
 
 
 @dg.definitions

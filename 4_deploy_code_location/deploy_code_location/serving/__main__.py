@@ -30,7 +30,7 @@ def main() -> None:
 
     from deploy_code_location.release_store import ReleaseNotFoundError
     from deploy_code_location.serving.app import DEFAULT_MODEL_NAME, create_app
-    from shared_code_location.storage import StorageError, storage_path
+    from shared_code_location.contract.storage import StorageError, storage_path
 
     try:
         app = create_app(

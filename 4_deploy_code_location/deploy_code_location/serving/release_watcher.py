@@ -8,7 +8,7 @@ from pathlib import Path
 
 from deploy_code_location.onnx_generator import OnnxGenerator
 from deploy_code_location.release_store import LATEST_POINTER, ReleaseNotFoundError, resolve_release
-from shared_code_location.storage import MissingBucketError, StorageError, check_bucket, storage_errors
+from shared_code_location.contract.storage import MissingBucketError, StorageError, check_bucket, storage_errors
 
 logger = logging.getLogger(__name__)
 

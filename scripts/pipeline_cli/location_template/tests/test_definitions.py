@@ -5,8 +5,8 @@ import dagster as dg
 
 from {{ names.module }} import defs
 from {{ names.package }}.defs.example import EXAMPLE_KEY, example
-from shared_code_location.asset_keys import {{ upstream }}
-from shared_code_location.io_manager import PipelineIOManager
+from shared_code_location.contract.asset_keys import {{ upstream }}
+from shared_code_location.contract.io_manager import PipelineIOManager
 
 
 def test_definitions_load_and_the_upstream_asset_comes_from_the_contract():

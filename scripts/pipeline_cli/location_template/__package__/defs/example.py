@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from shared_code_location.asset_keys import {{ upstream }}, stored_as
-from shared_code_location.storage_formats import StorageFormat
+from shared_code_location.contract.asset_keys import {{ upstream }}, stored_as
+from shared_code_location.contract.storage_formats import StorageFormat
 
 #: This location's key prefix: its assets group by it in the lineage graph, and a key says which location owns it.
 PREFIX = "{{ stem }}"
@@ -14,7 +14,7 @@ EXAMPLE_KEY = dg.AssetKey([PREFIX, "example"])
     key=EXAMPLE_KEY,
     group_name="{{ stem }}",
     # After the upstream asset in the lineage graph; to read its value, take it as an input instead
-    # (`ins=inputs(report={{ upstream }})` from shared_code_location.asset_keys).
+    # (`ins=inputs(report={{ upstream }})` from shared_code_location.contract.asset_keys).
     deps=[{{ upstream }}.key],
     metadata=stored_as(StorageFormat.JSON),
     code_version="1",

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from shared_code_location.asset_keys import {{ upstream }}
+from shared_code_location.contract.asset_keys import {{ upstream }}
 
 
 @dg.definitions

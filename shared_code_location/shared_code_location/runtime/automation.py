@@ -63,7 +63,7 @@ def automation_sensor(
 ) -> dg.AutomationConditionSensorDefinition:
     """The automation sensor of the location whose project holds `project_file` (pass `__file__`), named after
     it and running by default (Dagster's default one starts stopped); `run_tags` go on the runs it launches."""
-    from shared_code_location.definitions import location_name
+    from shared_code_location.runtime.loader import location_name
 
     location = location_name(project_file)
     return dg.AutomationConditionSensorDefinition(

@@ -1,13 +1,13 @@
 """The decoder-only transformer (GPT style) that the model, evaluate and deploy locations all rebuild.
 
-It lives in the contract because its weights cross locations: a producer and its consumers must agree on the
-architecture that the safetensors file describes. Import this module only inside asset bodies: it imports torch.
+It lives in the shared package because its weights cross locations: a producer and its consumers must agree on the
+architecture that the safetensors file describes (`config.py`). Import this module only inside asset bodies: it
+imports torch.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -15,35 +15,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from shared_code_location.storage_formats import TensorBundle
+from shared_code_location.contract.storage_formats import TensorBundle
+from shared_code_location.model.config import TransformerConfig
 
 MODEL_FORMAT = "decoder-transformer/v1"
-
-
-@dataclass(frozen=True)
-class TransformerConfig:
-    """Architecture hyperparameters; stored as JSON in the weights file's header."""
-
-    vocab_size: int
-    block_size: int = 64
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    dropout: float = 0.0
-    bias: bool = False
-
-    def __post_init__(self) -> None:
-        if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError("dropout must be in [0, 1)")
-
-    def to_json(self) -> dict[str, Any]:
-        """The config as a JSON-able dict."""
-        return asdict(self)
 
 
 class CausalSelfAttention(nn.Module):

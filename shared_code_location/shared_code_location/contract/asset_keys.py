@@ -10,14 +10,16 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from shared_code_location.experiments import EXPERIMENTS
-from shared_code_location.storage_formats import StorageFormat
+from shared_code_location.contract.experiments import EXPERIMENTS
+from shared_code_location.contract.storage_formats import StorageFormat
 
 #: The resource key of `PipelineIOManager` in every location's `Definitions`. It is Dagster's default IO manager
 #: key, so every asset and op output goes through it: nothing can fall back to Dagster's pickling IO manager.
 IO_MANAGER_KEY = "io_manager"
 #: The metadata entry that tells the IO manager how an asset is stored.
 STORAGE_FORMAT_METADATA_KEY = "storage_format"
+#: An asset may add this metadata entry: one line that `cli.py run` prints once the asset is materialized.
+SUMMARY_METADATA_KEY = "summary"
 
 #: One key prefix per stage, so the lineage graph groups by stage and a key says which location owns it.
 ETL_PREFIX = "etl"

@@ -1,59 +1,24 @@
-"""Data versions and staleness: when an asset is up to date, and which assets a re-run must rebuild.
+"""Staleness: which assets a re-run must rebuild, and why (what `cli.py run` skips, and what it prints).
 
-On every materialization Dagster records the asset's code version, its data version, and the data version of each
-input it read. An asset is stale when it was never materialized, when its code version changed since, or when an
-input's current data version differs from the one it read. That is what the UI shows, and what `stale_assets`
-computes for `cli.py run`, so that a re-run with unchanged code and data skips training.
-
-By default Dagster derives a data version from the code version and the inputs' data versions, which is blind to
-what a root asset read from disk and to run config. So assets that read files or take config (ETL, training) set
-their data version to a hash of what they produce: a new corpus changes it, an unchanged one keeps it, and
-nothing downstream turns stale for a re-run that produced the same bytes.
-
-An asset that reads something Dagster cannot version before it runs (files in a folder) carries the
-`EXTERNAL_INPUT_TAG`; it is always stale, since only running it can tell whether its input changed. Its content
-data version then keeps everything downstream fresh when nothing did.
+An asset is stale when it was never materialized, when its code version changed since, when an input's current
+data version differs from the one it read (`contract/versions.py`), when its experiment's declaration changed, or
+when the run asks its ops for other config than its last materialization ran with. That is what the UI shows too,
+so that a re-run with unchanged code, data and config trains nothing.
 """
 
-import hashlib
-import json
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import dagster as dg
 
-from shared_code_location.private_dagster import (
-    CODE_VERSION_TAG,
-    DATA_VERSION_TAG,
-    INPUT_DATA_VERSION_TAG_PREFIX,
-    INPUT_EVENT_POINTER_TAG_PREFIX,
+from shared_code_location.contract.experiments import DECLARED_METADATA_KEY, recorded_fingerprint
+from shared_code_location.contract.versions import (
+    EXTERNAL_INPUT_TAG,
+    data_version,
+    input_data_version,
+    latest_materialization,
 )
-from shared_code_location.storage_formats import StorageFormat, TensorBundle, encode
-
-#: Tag of assets that read input from outside Dagster; its value (a tag value: letters, digits, `_-.`) says what.
-EXTERNAL_INPUT_TAG = "ml_pipeline/external_input"
-
-
-def content_version(fmt: StorageFormat, value: Any) -> dg.DataVersion:
-    """A data version that is the sha256 of `value` as stored in `fmt`; for a `TensorBundle`, of its tensors and
-    model config only, so that timings in its header do not make identical weights look new."""
-    if isinstance(value, TensorBundle):
-        digest = hashlib.sha256(json.dumps(value.metadata.get("config"), sort_keys=True).encode())
-        for name in sorted(value.tensors):
-            array = value.tensors[name]
-            digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
-            digest.update(array.tobytes())
-        return dg.DataVersion(digest.hexdigest())
-    return dg.DataVersion(hashlib.sha256(encode(fmt, value)).hexdigest())
-
-
-def versioned_output(value: Any, fmt: StorageFormat, output_name: str = "result", **kwargs: Any) -> dg.Output:
-    """`value` as an `Output` whose data version is its `content_version`."""
-    with warnings.catch_warnings():
-        # `data_version` is marked beta; Dagster is pinned exactly, and the tests cover what we rely on.
-        warnings.simplefilter("ignore", dg.BetaWarning)
-        return dg.Output(value, output_name=output_name, data_version=content_version(fmt, value), **kwargs)
+from shared_code_location.private_dagster import CODE_VERSION_TAG
 
 
 class Target(NamedTuple):
@@ -64,17 +29,6 @@ class Target(NamedTuple):
 
     def __str__(self) -> str:
         return self.key.to_user_string() + (f"[{self.partition}]" if self.partition is not None else "")
-
-
-def latest_materialization(
-    instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None = None
-) -> dg.EventLogRecord | None:
-    """The latest materialization record of `key`, of one partition when `partition` is given."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition is not None else None),
-        limit=1,
-    ).records
-    return records[0] if records else None
 
 
 def stale_assets(
@@ -91,8 +45,6 @@ def stale_assets(
     declaration changed since its partition was trained; or `run_config` gives one of the asset's ops a config
     other than the one its last materialization ran with (a run launched without config counts as `{}`).
     """
-    from shared_code_location.experiments import DECLARED_METADATA_KEY, recorded_fingerprint
-
     graph = defs.resolve_asset_graph()
     local = set(graph.materializable_asset_keys)
     requested_ops = dict((run_config or {}).get("ops", {}))
@@ -164,26 +116,6 @@ def _input_changed(
     recorded = input_data_version(instance, record, parent)
     current = data_version(latest_materialization(instance, parent, read[0]))
     return current is not None and recorded != current
-
-
-def input_data_version(instance: dg.DagsterInstance, record: dg.EventLogRecord, parent: dg.AssetKey) -> str | None:
-    """The data version of `parent` that the materialization in `record` read. Dagster points at the parent's
-    materialization it read; the data version is taken from there, since for a partitioned parent the recorded
-    `input_data_version` tag is not the partition's own data version."""
-    tags = record.asset_materialization.tags or {}
-    pointer = tags.get(INPUT_EVENT_POINTER_TAG_PREFIX + parent.to_user_string())
-    if pointer is None:
-        return tags.get(INPUT_DATA_VERSION_TAG_PREFIX + parent.to_user_string())
-    read = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=parent, storage_ids=[int(pointer)]), limit=1
-    ).records
-    return data_version(read[0] if read else None)
-
-
-def data_version(record: dg.EventLogRecord | None) -> str | None:
-    """The data version a materialization record carries, or None (no record, or none recorded)."""
-    materialization = record.asset_materialization if record is not None else None
-    return (materialization.tags or {}).get(DATA_VERSION_TAG) if materialization is not None else None
 
 
 def op_defs(defs: dg.Definitions, key: dg.AssetKey) -> list[dg.OpDefinition]:

@@ -1,4 +1,4 @@
-"""What a code location tells the CLI, and how the CLI runs it: `python -m shared_code_location.runs`.
+"""What a code location tells the CLI, and how the CLI runs it: `python -m shared_code_location.runtime.runs`.
 
 The CLI knows nothing about what a location contains. It runs this module in the location's own venv:
 
@@ -25,11 +25,9 @@ from typing import Any
 
 import dagster as dg
 
-from shared_code_location.experiments import EXPERIMENTS, declared_experiments, sync_partitions
-from shared_code_location.versions import Target, op_defs, stale_assets
-
-#: An asset may add this metadata entry: one line the CLI prints once the asset is materialized.
-SUMMARY_METADATA_KEY = "summary"
+from shared_code_location.contract.asset_keys import SUMMARY_METADATA_KEY
+from shared_code_location.contract.experiments import EXPERIMENTS, declared_experiments, sync_partitions
+from shared_code_location.runtime.staleness import Target, op_defs, stale_assets
 
 
 def _field_choices(config_type: Any) -> list[str] | None:

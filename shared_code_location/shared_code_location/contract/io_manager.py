@@ -16,9 +16,9 @@ import dagster as dg
 from pydantic import Field
 
 from shared_code_location import settings
-from shared_code_location.asset_keys import STORAGE_FORMAT_METADATA_KEY, ContractAsset, contract_format
-from shared_code_location.storage import check_bucket, s3_options, storage_errors, storage_path
-from shared_code_location.storage_formats import (
+from shared_code_location.contract.asset_keys import STORAGE_FORMAT_METADATA_KEY, ContractAsset, contract_format
+from shared_code_location.contract.storage import check_bucket, s3_options, storage_errors, storage_path
+from shared_code_location.contract.storage_formats import (
     StorageFormat,
     StorageFormatError,
     atomic_write_bytes,

@@ -16,7 +16,7 @@ from typing import Any
 
 import dagster as dg
 
-from shared_code_location.versions import latest_materialization
+from shared_code_location.contract.versions import latest_materialization
 
 #: The partitions of `model/trained_model` and `evaluate/evaluation_report`: one per declared experiment.
 EXPERIMENTS = dg.DynamicPartitionsDefinition(name="experiments")
@@ -30,6 +30,12 @@ FINGERPRINT_METADATA_KEY = "experiment_fingerprint"
 def fingerprint(declaration: Mapping[str, Any]) -> str:
     """A short hash of an experiment's declaration (preset and overrides): it changes when the YAML entry does."""
     return hashlib.sha256(json.dumps(declaration, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def fingerprints(declarations: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """`{name: fingerprint}` of each experiment's declaration, in declaration order: what the model asset declares
+    (`DECLARED_METADATA_KEY`) and what each partition records when trained (`FINGERPRINT_METADATA_KEY`)."""
+    return {name: fingerprint(declaration) for name, declaration in declarations.items()}
 
 
 def declared_experiments(defs: dg.Definitions) -> dict[str, str]:

@@ -15,8 +15,8 @@ import dagster as dg
 from pydantic import Field
 
 from shared_code_location import settings
-from shared_code_location.asset_keys import IO_MANAGER_KEY
-from shared_code_location.io_manager import ObjectStore, PipelineIOManager
+from shared_code_location.contract.asset_keys import IO_MANAGER_KEY
+from shared_code_location.contract.io_manager import ObjectStore, PipelineIOManager
 
 if TYPE_CHECKING:
     from upath import UPath
@@ -37,7 +37,7 @@ class InputFilesResource(dg.ConfigurableResource):
 
     def list_files(self) -> list[UPath]:
         """The matching files, sorted; raises with the folder's name if it is missing or holds none."""
-        from shared_code_location.storage import storage_errors
+        from shared_code_location.contract.storage import storage_errors
 
         folder = self.path
         with storage_errors(folder):
@@ -60,7 +60,7 @@ class OutputFolderResource(dg.ConfigurableResource):
     @property
     def path(self) -> UPath:
         """The folder as an absolute path (a local one created if missing), or the object-storage URI."""
-        from shared_code_location.storage_formats import is_local
+        from shared_code_location.contract.storage_formats import is_local
 
         folder = self.object_store.path(self.folder)
         if is_local(folder):  # object stores have no folders (and s3fs's mkdir would create a missing bucket)

@@ -1,0 +1,1 @@
+"""The model: the decoder-only transformer (PyTorch) and the character tokenizer (NumPy)."""

@@ -1,0 +1,1 @@
+"""How a location is loaded and driven: loader, automation, staleness, CLI runs, launcher, loopback."""
