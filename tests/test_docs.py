@@ -7,8 +7,8 @@ import shlex
 
 import click
 import pytest
-from conftest import ROOT
 
+from conftest import ROOT
 from pipeline_cli.commands import cli
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
