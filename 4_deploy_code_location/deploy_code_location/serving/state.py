@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
+import uuid
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -53,6 +55,17 @@ class ServerState:
             return job.start()
         except QueueFullError as error:
             raise ApiError(503, f"server overloaded: {error}", code="overloaded") from error
+
+    def response_header(self, id_prefix: str, object_name: str, generator: OnnxGenerator) -> dict[str, object]:
+        """The fields every OpenAI response and stream chunk of one request shares: a new id, its object, when,
+        the model and, as `system_fingerprint`, the release that answers."""
+        return {
+            "id": f"{id_prefix}-{uuid.uuid4().hex}",
+            "object": object_name,
+            "created": int(time.time()),
+            "model": self.model_name,
+            "system_fingerprint": generator.version,
+        }
 
     def model_card(self, generator: OnnxGenerator) -> ModelCard:
         """The served model as `/v1/models` lists it (created: the release's time, from its model card)."""

@@ -4,7 +4,6 @@ base model continues (as vLLM serves base models), the reply ending at the templ
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Body
@@ -59,13 +58,7 @@ async def chat_completions(server: Server, body: ChatCompletionRequest = Body())
     prompt = render_messages(generator, body.messages)
     job = _job(server, generator, body, prompt)
     server.start(job)
-    header = {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": server.model_name,
-        "system_fingerprint": generator.version,
-    }
+    header = server.response_header("chatcmpl", "chat.completion", generator)
     prompt_tokens = len(prompt)
     if body.stream:
         writer = ChunkWriter(header | {"object": "chat.completion.chunk"})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Body
@@ -58,13 +57,7 @@ async def completions(server: Server, body: CompletionRequest = Body()):
     server.check_model(body.model, generator)
     job, prompt_tokens = _job(server, generator, body)
     server.start(job)
-    header = {
-        "id": f"cmpl-{uuid.uuid4().hex}",
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": server.model_name,
-        "system_fingerprint": generator.version,
-    }
+    header = server.response_header("cmpl", "text_completion", generator)
     if body.stream:
         events = _events(server, job, body, ChunkWriter(header), prompt_tokens)
         return EventStreamResponse(events, job, server.stall_watch)
