@@ -25,6 +25,19 @@ EXPERIMENTS_YAML = ROOT / "2_model_code_location" / "model_code_location" / "def
 EXPERIMENTS = [entry["name"] for entry in yaml.safe_load(EXPERIMENTS_YAML.read_text())["attributes"]["experiments"]]
 
 
+def set_experiments(fork: Path, experiments: list[dict]) -> None:
+    """Replace the experiments a fork's model location declares (its defs.yaml) with `experiments`."""
+    path = fork / EXPERIMENTS_YAML.relative_to(ROOT)
+    document = yaml.safe_load(path.read_text())
+    document["attributes"]["experiments"] = experiments
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+#: For the tests with a running daemon: automation sensors evaluate every 5 s instead of 15, so that each hop of
+#: the pipeline from location to location waits less (the setting a deployment can tune too).
+FAST_AUTOMATION = {"ML_PIPELINE_AUTOMATION_INTERVAL": "5"}
+
+
 def isolated(folder: Path) -> dict[str, str]:
     """Environment that sends Dagster's instance, pipeline storage and releases to folders under `folder`."""
     return os.environ | {

@@ -12,10 +12,10 @@ from pipeline_cli.images import engine, run
 def require_engine() -> str:
     """The engine's name, or skip: these tests need one (CI installs it with .ci/container-engine.sh).
 
-    Where ML_PIPELINE_REQUIRE_CONTAINERS=1 (CI sets it), a missing engine fails the test instead: a CI run that
+    Where CI_REQUIRE_CONTAINER_TESTS=1 (CI sets it), a missing engine fails the test instead: a CI run that
     skipped every container test would pass while proving nothing about the images.
     """
-    missing = pytest.fail if os.environ.get("ML_PIPELINE_REQUIRE_CONTAINERS") == "1" else pytest.skip
+    missing = pytest.fail if os.environ.get("CI_REQUIRE_CONTAINER_TESTS") == "1" else pytest.skip
     name = engine()
     if name is None:
         missing("no container engine: see .ci/run, which sets one up with .ci/container-engine.sh")

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import EXPERIMENTS, ROOT, dagster_dev, graphql, run_cli
+from conftest import FAST_AUTOMATION, ROOT, copy_checkout, dagster_dev, graphql, run_cli, set_experiments
 
 CORPUS = ROOT / "example_input_files_resource" / "tinyshakespeare.txt"
 
@@ -74,13 +74,17 @@ def test_a_corpus_change_reaches_a_new_release_and_a_failed_check_stops_it(isola
     corpus = inputs / "corpus.txt"
     text = CORPUS.read_text(encoding="utf-8")
     corpus.write_text(text, encoding="utf-8")
-    env = isolated_env | {"ML_PIPELINE_INPUT_DIR": str(inputs), "ML_PIPELINE_TRAINING_PRESET": "tiny"}
+    env = isolated_env | FAST_AUTOMATION | {"ML_PIPELINE_INPUT_DIR": str(inputs), "ML_PIPELINE_TRAINING_PRESET": "tiny"}
     latest = tmp_path / "releases" / "latest.json"
+    # A fork with one experiment: the automation is the same for one as for many, and each is a training run.
+    fork = copy_checkout(tmp_path / "fork")
+    experiments = [{"name": "only", "preset": "tiny"}]
+    set_experiments(fork, experiments)
 
-    with dagster_dev(env) as port:
+    with dagster_dev(env, root=fork) as port:
         # 1. Ingest once from the CLI; the daemon's automation sensors train, evaluate and release, each location
         #    in its own run, with no click.
-        assert run_cli("run", "--only", "1_etl", env=env).returncode == 0
+        assert run_cli("run", "--only", "1_etl", env=env, root=fork).returncode == 0
         first = wait_for(lambda: release(latest), 480, "the first release", port)
         automated = [r for r in runs(port) if r["jobName"] == "__ASSET_JOB" and r["status"] == "SUCCESS"]
         launched = {a["path"][0] for r in automated for a in r["assetSelection"]}
@@ -101,7 +105,7 @@ def test_a_corpus_change_reaches_a_new_release_and_a_failed_check_stops_it(isola
         corpus.write_text(text + "\n" + text[:20_000], encoding="utf-8")
         second = wait_for(lambda: release(latest) not in (None, first) and release(latest), 480, "a new release", port)
         # Two trainings of each experiment, not three: the unchanged ingest trained nothing.
-        assert materializations(port, "model", "trained_model") == 2 * len(EXPERIMENTS)
+        assert materializations(port, "model", "trained_model") == 2 * len(experiments)
         wait_for(lambda: set(stale_status(port).values()) == {"FRESH"}, 60, "every asset fresh again", port)
 
         # 3. New characters at the start (a new vocabulary) and a held-out end the vocabulary cannot cover: the

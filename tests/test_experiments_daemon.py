@@ -7,9 +7,16 @@ import json
 import time
 from pathlib import Path
 
-import yaml
-
-from conftest import copy_checkout, dagster_dev, graphql, isolated, location_statuses, run_cli
+from conftest import (
+    FAST_AUTOMATION,
+    copy_checkout,
+    dagster_dev,
+    graphql,
+    isolated,
+    location_statuses,
+    run_cli,
+    set_experiments,
+)
 
 MATERIALIZATIONS = """query($path: [String!]!) { assetOrError(assetKey: {path: $path}) {
     ... on Asset { assetMaterializations { partition runId } } } }"""
@@ -34,13 +41,6 @@ def wait_for(condition, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def set_experiments(fork: Path, experiments: list[dict]) -> None:
-    path = fork / "2_model_code_location" / "model_code_location" / "defs" / "experiments" / "defs.yaml"
-    document = yaml.safe_load(path.read_text())
-    document["attributes"]["experiments"] = experiments
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-
-
 def released_experiment(latest: Path) -> str | None:
     if not latest.exists():
         return None
@@ -60,7 +60,7 @@ def test_an_added_experiment_trains_alone_and_is_released_only_when_better(tmp_p
     fork = copy_checkout(tmp_path / "fork")
     tiny = {"preset": "tiny", "overrides": {"eval_interval": 50, "checkpoint_interval": 0}}
     set_experiments(fork, [{"name": "short", **tiny, "overrides": tiny["overrides"] | {"max_iters": 260}}])
-    env = isolated(tmp_path)
+    env = isolated(tmp_path) | FAST_AUTOMATION
     latest = tmp_path / "releases" / "latest.json"
 
     with dagster_dev(env, root=fork) as port:

@@ -82,6 +82,12 @@ TRAINING_PRESET = Setting(
     "A training preset that replaces every experiment's own (as `cli.py run --preset` does), for smoke tests and "
     "CI; default: none, each experiment trains as declared.",
 )
+AUTOMATION_INTERVAL = Setting(
+    "ML_PIPELINE_AUTOMATION_INTERVAL",
+    "15",
+    "Seconds between two evaluations of each location's automation sensor: how soon new upstream data starts the "
+    "next location's run, against the daemon's CPU (the daemon tests use 5).",
+)
 S3_ENDPOINT_URL = Setting(
     "ML_PIPELINE_S3_ENDPOINT_URL",
     None,
@@ -138,6 +144,7 @@ SETTINGS: tuple[Setting, ...] = (
     DEPLOYMENT,
     POSTGRES_URL,
     TRAINING_PRESET,
+    AUTOMATION_INTERVAL,
     S3_ENDPOINT_URL,
     S3_ACCESS_KEY_ID,
     S3_SECRET_ACCESS_KEY,

@@ -77,6 +77,20 @@ def test_automation_sensor_is_named_after_its_location_and_runs_by_default(tmp_p
     assert sensor.name == "9_example_automation" and sensor.default_status == dg.DefaultSensorStatus.RUNNING
     with pytest.raises(LookupError, match="code_location_name"):
         automation_sensor(str(tmp_path / "nowhere.py"))
+    assert sensor.minimum_interval_seconds == 15  # ML_PIPELINE_AUTOMATION_INTERVAL's default
+
+
+@pytest.mark.parametrize("value", ["5", "soon", "0"])
+def test_the_automation_interval_is_a_setting_and_a_bad_one_is_named(tmp_path, monkeypatch, value):
+    project = tmp_path / "9_example_code_location"
+    project.mkdir()
+    (project / "pyproject.toml").write_text('[tool.dg.project]\ncode_location_name = "9_example"\n')
+    monkeypatch.setenv("ML_PIPELINE_AUTOMATION_INTERVAL", value)
+    if value == "5":
+        assert automation_sensor(str(project / "defs.py")).minimum_interval_seconds == 5
+    else:
+        with pytest.raises(ValueError, match=f"ML_PIPELINE_AUTOMATION_INTERVAL='{value}' is not a whole number"):
+            automation_sensor(str(project / "defs.py"))
 
 
 def _text_pipeline(text: dict, gate=None):

@@ -2,6 +2,8 @@
 
 import dagster as dg
 
+from shared_code_location import settings
+
 A = dg.AutomationCondition
 
 #: An input has new data: its data version changed since the last tick (a re-run that wrote the same bytes does
@@ -66,11 +68,14 @@ def automation_sensor(
     from shared_code_location.runtime.loader import location_name
 
     location = location_name(project_file)
+    interval = settings.AUTOMATION_INTERVAL.get()
+    if not (interval or "").isdigit() or int(interval) < 1:
+        raise ValueError(f"{settings.AUTOMATION_INTERVAL.name}={interval!r} is not a whole number of seconds (>= 1)")
     return dg.AutomationConditionSensorDefinition(
         f"{location}_automation",
         run_tags=run_tags,
         target=dg.AssetSelection.all(),
         default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=15,
+        minimum_interval_seconds=int(interval),
         description=f"Evaluates the automation conditions of {location}'s assets.",
     )
