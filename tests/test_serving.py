@@ -72,6 +72,8 @@ def test_releases_list_promote_rollback_and_refuse(tiny_pipeline, tmp_path):
     pointer, _ = _latest(folder / "releases")
     output = tmp_path / "releases"
     shutil.copytree(folder / "releases", output)
+    # The shared pipeline may have released more than once (other tests retrain): start from a history of none.
+    (output / "latest.json").write_text(json.dumps(pointer | {"history": []}))
     env = env | {settings.OUTPUT_DIR.name: str(output)}
     live, copy = pointer["version"], "29990101T000000Z-copy0001"
     _copy_release(output, live, copy)

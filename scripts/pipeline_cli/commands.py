@@ -288,7 +288,7 @@ def test(targets: tuple[str, ...], keyword: str | None, no_e2e: bool) -> None:
     results = []
     for name, python, cwd in suites:
         click.secho(f"==> {name}", bold=True)
-        command = [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
+        command = [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=10", "tests"]
         if keyword:
             command += ["-k", keyword]
         t0 = time.perf_counter()

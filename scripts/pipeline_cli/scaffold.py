@@ -36,7 +36,7 @@ TEMPLATE = Path(__file__).parent / "location_template"
 
 def _upstream_contract() -> str:
     """The contract asset a new location reads in its example: the last one the shared package declares."""
-    text = (SHARED.path / SHARED.folder / "asset_keys.py").read_text(encoding="utf-8")
+    text = (SHARED.path / SHARED.folder / "contract" / "asset_keys.py").read_text(encoding="utf-8")
     declared = re.search(r"^CONTRACT_ASSETS\b[^=]*=\s*\(([^)]*)\)", text, flags=re.MULTILINE | re.DOTALL)
     if declared is None:
         raise LocationError("shared_code_location/contract/asset_keys.py declares no CONTRACT_ASSETS")

@@ -3,11 +3,12 @@ upgrading Dagster. `tests/test_public_apis.py` fails when a product file imports
 one of these tags outside this module.
 
 - The materialization tags `dagster/data_version`, `dagster/code_version`, `dagster/input_data_version/<key>` and
-  `dagster/input_event_pointer/<key>`, read by `versions.py` (what is stale, for `cli.py run`) and by the
-  leaderboard and the release (which data versions they read). Dagster records a materialization's data version,
-  code version and its inputs' versions as these tags and computes staleness from them in its private stale-status
-  resolver; the public instance API returns the records, with no accessor for the values.
-- `CheckRunHealthResult` and `WorkerStatus` (`dagster._core.launcher`), returned by `run_launcher.py`'s
+  `dagster/input_event_pointer/<key>`, read by `contract/versions.py` and `runtime/staleness.py` (what is stale,
+  for `cli.py run`) and through them by the leaderboard and the release (which data versions they read). Dagster
+  records a materialization's data version, code version and its inputs' versions as these tags and computes
+  staleness from them in its private stale-status resolver; the public instance API returns the records, with no
+  accessor for the values.
+- `CheckRunHealthResult` and `WorkerStatus` (`dagster._core.launcher`), returned by `runtime/run_launcher.py`'s
   `MonitoredRunLauncher` (for `cli.py up`): what run monitoring asks a launcher about its run worker.
   `DefaultRunLauncher`, public, cannot tell whether the worker it started still lives.
 - The service name `DagsterApi`, asked by `scripts/pipeline_cli/stack.py` over gRPC's standard health protocol,
@@ -24,7 +25,7 @@ DATA_VERSION_TAG = "dagster/data_version"
 #: The code version of the asset that a materialization ran with.
 CODE_VERSION_TAG = "dagster/code_version"
 #: + an input's key: the data version of that input the materialization read (for a partitioned input, not the
-#: partition's own: see `versions.input_data_version`).
+#: partition's own: see `contract.versions.input_data_version`).
 INPUT_DATA_VERSION_TAG_PREFIX = "dagster/input_data_version/"
 #: + an input's key: the storage id of the input's materialization that the materialization read.
 INPUT_EVENT_POINTER_TAG_PREFIX = "dagster/input_event_pointer/"
