@@ -12,6 +12,10 @@ use `--url` for a running server), then per client count runs, side by side:
 and prints the ratio HTTP / engine and where the CPU went, per token: the server's decoding thread, the rest of the
 server (event loop, HTTP, JSON), and this load generator. The load generator is one asyncio loop whose connections
 read responses in callbacks, so that it takes as little of the machine's CPU as it can. It stops itself.
+
+`--grammar` runs every client count twice, as above and with structured output (every request's text constrained
+to `GRAMMAR_REGEX`, held to the same length by `min_tokens`), and prints what the grammar mask costs per token: the
+engine's decoding thread CPU with the grammar less without.
 """
 
 import argparse
@@ -35,6 +39,9 @@ from shared_code_location import settings  # noqa: E402
 from shared_code_location.runtime.net import free_port, http_ok, wait_until  # noqa: E402
 
 PROMPT = "ROMEO:\n"
+#: Structured output for `--grammar`: lines of words, each starting with a capital letter (what the model writes
+#: anyway, so that the grammar steers without fighting it; a lexer state per line, word and punctuation).
+GRAMMAR_REGEX = r"(?:[A-Z][a-z']*(?:[ ,;:!?.-]+[A-Za-z']+)*[,;:!?.]?\n)+"
 
 
 class _Connection(asyncio.Protocol):
@@ -85,12 +92,16 @@ class _Connection(asyncio.Protocol):
             self.done.set_result((0, 0.0, 0.0))
 
 
-async def _load(url: str, clients: int, requests: int, tokens: int, endpoint: str, model: str | None) -> dict:
+async def _load(
+    url: str, clients: int, requests: int, tokens: int, endpoint: str, model: str | None, grammar: bool
+) -> dict:
     host, port = url.removeprefix("http://").rstrip("/").split(":")
     if endpoint == "generate":
         path, body = "/generate", {"prompt": PROMPT, "max_new_tokens": tokens}
     else:
         path, body = "/v1/completions", {"model": model, "prompt": PROMPT, "max_tokens": tokens, "stream": True}
+        if grammar:
+            body |= {"structured_outputs": {"regex": GRAMMAR_REGEX}, "min_tokens": tokens}
     latencies, first_tokens, errors = [], [], 0
     remaining = iter(range(requests))
 
@@ -135,11 +146,13 @@ def _server_cpu(url: str) -> tuple[float, float]:
     return value("process_cpu_seconds_total"), value("decode_thread_cpu_seconds")
 
 
-def run_http(url: str, clients: int, requests: int, tokens: int, endpoint: str, model: str | None) -> dict:
+def run_http(
+    url: str, clients: int, requests: int, tokens: int, endpoint: str, model: str | None, grammar: bool = False
+) -> dict:
     """One HTTP load run, with the CPU time it cost: server decoding thread, rest of the server, load generator."""
     server_before, decode_before = _server_cpu(url)
     client_before = resource.getrusage(resource.RUSAGE_SELF)
-    result = asyncio.run(_load(url, clients, requests, tokens, endpoint, model))
+    result = asyncio.run(_load(url, clients, requests, tokens, endpoint, model, grammar))
     client_after = resource.getrusage(resource.RUSAGE_SELF)
     server_after, decode_after = _server_cpu(url)
     per_token = 1e6 / max(1, result["tokens"])
@@ -153,11 +166,12 @@ def run_http(url: str, clients: int, requests: int, tokens: int, endpoint: str, 
     return result
 
 
-def engine(release: str, clients: int, requests: int, tokens: int) -> dict:
+def engine(release: str, clients: int, requests: int, tokens: int, grammar: bool = False) -> dict:
     """`benchmark_batching` in the deploy venv: the engine's own rate with the same clients."""
     env = next(env for env in LOCATIONS if (env.path / env.package / "benchmark_batching.py").is_file())
     command = [str(env.python), "-m", f"{env.package}.benchmark_batching", "--release", release]
     command += ["--clients", str(clients), "--requests", str(requests), "--tokens", str(tokens)]
+    command += ["--regex", GRAMMAR_REGEX] if grammar else []
     output = subprocess.run(command, cwd=env.path, capture_output=True, text=True)
     if output.returncode:
         sys.exit(f"benchmark_batching failed:\n{output.stderr[-2000:]}")
@@ -177,11 +191,12 @@ def _start_server() -> tuple[subprocess.Popen, str]:
     return server, url
 
 
-def _print_row(clients: int, figures: dict, http: dict) -> None:
+def _print_row(clients: int, figures: dict, http: dict, grammar: bool) -> None:
     ratio = http["tokens_per_second"] / figures["engine_tokens_per_second"]
     cpu = http["cpu_us_per_token"]
     print(
-        f"{clients:>7} {figures['engine_tokens_per_second']:>9,.0f} {figures['loop_tokens_per_second']:>9,.0f} "
+        f"{clients:>7} {'regex' if grammar else '-':>7} "
+        f"{figures['engine_tokens_per_second']:>9,.0f} {figures['loop_tokens_per_second']:>9,.0f} "
         f"{http['tokens_per_second']:>9,.0f} {ratio:>6.0%} {http['errors']:>6} {http['p50_ms']:>7.1f} "
         f"{http['p95_ms']:>7.1f} {http['ttft_p50_ms']:>7.1f}   " + " / ".join(f"{value:.1f}" for value in cpu.values()),
         flush=True,
@@ -196,7 +211,12 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=50)
     parser.add_argument("--endpoint", choices=["completions", "generate"], default="completions",
                         help="completions: POST /v1/completions, streamed; generate: POST /generate")  # fmt: skip
+    parser.add_argument(
+        "--grammar", action="store_true", help="each client count also with structured output, and the mask's cost"
+    )
     args = parser.parse_args()
+    if args.grammar and args.endpoint != "completions":
+        sys.exit("--grammar needs --endpoint completions (structured output is OpenAI's API)")
     server, url = _start_server() if args.url is None else (None, args.url)
     if not url.startswith(("http://127.", "http://localhost", "http://[::1]")):
         sys.exit("load tests target loopback only")
@@ -207,12 +227,21 @@ def main() -> None:
             model = json.load(response)["data"][0]["id"]
         release = str(settings.OUTPUT_DIR.path() / "releases" / version)
         print(f"release {version}, {args.requests} requests of {args.max_new_tokens} tokens per client count")
-        print(f"{'clients':>7} {'engine':>9} {'+loop':>9} {'HTTP':>9} {'ratio':>6} {'errors':>6} {'p50 ms':>7} "
-              f"{'p95 ms':>7} {'TTFT':>7}   CPU us/token: decoding / server rest / load generator")  # fmt: skip
+        print(f"{'clients':>7} {'grammar':>7} {'engine':>9} {'+loop':>9} {'HTTP':>9} {'ratio':>6} {'errors':>6} "
+              f"{'p50 ms':>7} {'p95 ms':>7} {'TTFT':>7}   CPU us/token: decoding / server / load gen.")  # fmt: skip
+        mask_cost = {}
         for clients in args.clients:
-            figures = engine(release, clients, args.requests, args.max_new_tokens)
-            http = run_http(url, clients, args.requests, args.max_new_tokens, args.endpoint, model)
-            _print_row(clients, figures, http)
+            decoding = {}
+            for grammar in (False, True) if args.grammar else (False,):
+                figures = engine(release, clients, args.requests, args.max_new_tokens, grammar)
+                http = run_http(url, clients, args.requests, args.max_new_tokens, args.endpoint, model, grammar)
+                _print_row(clients, figures, http, grammar)
+                decoding[grammar] = figures["engine_thread_cpu_us_per_token"]
+            if args.grammar:
+                mask_cost[clients] = decoding[True] - decoding[False]
+        if mask_cost:
+            costs = ", ".join(f"{cost:+.1f} us at {clients} clients" for clients, cost in mask_cost.items())
+            print(f"grammar mask, engine decoding thread CPU per token (with less without): {costs}")
     finally:
         if server is not None:
             os.killpg(server.pid, signal.SIGINT)

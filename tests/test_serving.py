@@ -1,10 +1,14 @@
 """The server on a release the pipeline really made: it scores the held-out test split as the evaluation location's
-PyTorch model did; and `cli.py releases` lists, promotes, rolls back and refuses."""
+PyTorch model did, by itself and through the real lm-evaluation-harness; and `cli.py releases` lists, promotes,
+rolls back and refuses."""
 
 import json
+import math
+import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 
@@ -57,6 +61,71 @@ def test_the_server_scores_the_test_split_as_the_evaluation_did(pipeline_server)
     )
     assert served["tokens"] == evaluated["tokens"]  # the same windows
     assert abs(served["loss"] - evaluated["loss"]) < 1e-3
+
+
+def _post(url: str, path: str, body: dict) -> dict:
+    request = urllib.request.Request(url + path, json.dumps(body).encode(), {"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.load(response)
+
+
+def _continuation_logprob(url: str, context: str, continuation: str, window: int) -> float:
+    """log p(continuation | context) scored by the server itself (echo, no generation), on the last `window`
+    characters of the two, as the harness sends them."""
+    prompt = (context + continuation)[-window:]
+    answer = _post(url, "/v1/completions", {"model": "char-transformer", "prompt": prompt, "max_tokens": 0,
+                                            "echo": True, "logprobs": 0})  # fmt: skip
+    return sum(answer["choices"][0]["logprobs"]["token_logprobs"][len(prompt) - len(continuation) :])
+
+
+def test_lm_evaluation_harness_scores_the_held_out_split_through_the_server(pipeline_server, tmp_path):
+    """The real lm-evaluation-harness, in its own environment, against the server: `local-completions` with the
+    server's tokenizer (`tokenizer_backend=remote`: /tokenizer_info, /tokenize, /detokenize) and text prompts
+    (`tokenized_requests=False`), one process for both tasks. The rolling task's bits per byte, in nats per
+    character, is the evaluation report's test loss within 1 %; each multiple-choice answer's log-likelihood is the
+    server's own score of it."""
+    from pipeline_cli.environments import TEST_REQUIREMENTS, test_environment
+
+    url, folder = pipeline_server
+    pointer, card = _latest(folder / "releases")
+    release, tokens = folder / "releases" / pointer["path"], folder / "storage" / "etl" / "test_tokens.npy"
+    harness = test_environment(TEST_REQUIREMENTS[0]) / "bin"
+    tasks, out = tmp_path / "tasks", tmp_path / "out"
+    made = subprocess.run([str(harness / "python"), str(ROOT / "tests" / "harness" / "tasks.py"), str(tokens),
+                           str(release / "vocabulary.json"), str(tasks)], capture_output=True, text=True)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    newline = _post(url, "/tokenize", {"prompt": "\n"})["tokens"][0]
+    max_model_len = _post(url, "/tokenize", {"prompt": "a"})["max_model_len"]
+    model_args = ",".join([
+        f"base_url={url}/v1/completions", "model=char-transformer", "tokenizer_backend=remote",
+        "tokenized_requests=False", f"max_length={max_model_len + 2}", f"custom_prefix_token_id={newline}",
+    ])  # fmt: skip
+    env = os.environ | {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    command = [str(harness / "lm_eval"), "--model", "local-completions", "--model_args", model_args,
+               "--tasks", "heldout_rolling,heldout_choice", "--include_path", str(tasks), "--batch_size", "16",
+               "--output_path", str(out), "--log_samples"]  # fmt: skip
+    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = json.loads(next(out.rglob("results_*.json")).read_text())["results"]
+    documents = [json.loads(line) for line in (tasks / "heldout_rolling.jsonl").read_text().splitlines()]
+    text = "".join(doc["text"] for doc in documents)
+    bits_per_byte = results["heldout_rolling"]["bits_per_byte,none"]
+    nats_per_character = bits_per_byte * math.log(2) * len(text.encode("utf-8")) / len(text)
+    evaluated = card["metrics"]["model"]["loss"]
+    accuracy = results["heldout_choice"]["acc,none"]
+    print(f"\nlm-eval heldout_rolling: {bits_per_byte:.6f} bits/byte over {len(text)} characters = "
+          f"{nats_per_character:.6f} nats/char; evaluation report: {evaluated:.6f} nats/char "
+          f"({100 * (nats_per_character / evaluated - 1):+.3f} %); heldout_choice accuracy {accuracy:.3f}")  # fmt: skip
+    assert abs(nats_per_character / evaluated - 1) < 0.01
+    samples = [json.loads(line) for line in next(out.rglob("samples_heldout_choice_*.jsonl")).read_text().splitlines()]
+    assert len(samples) == 40 and accuracy > 0.25  # better than chance
+    for sample in samples[:8]:
+        doc, harness_scores = sample["doc"], [float(resp[0][0]) for resp in sample["resps"]]
+        # The harness moves the context's trailing whitespace to the continuation, and keeps max_length - 1 tokens.
+        context = doc["context"].rstrip()
+        moved = doc["context"][len(context) :]
+        ours = [_continuation_logprob(url, context, moved + c, max_model_len + 1) for c in doc["choices"]]
+        assert harness_scores == pytest.approx(ours, abs=1e-4)
 
 
 def _copy_release(releases, version: str, new_version: str):

@@ -9,6 +9,10 @@ for it to end, submits the next, as the load test's clients do) and prints one J
   wake-up per step) and its stream chunks written as bytes, no sockets: what the HTTP path adds before HTTP;
 - CPU seconds per token of the decoding thread and of the event loop in the second run.
 
+With `--regex`, every request's text is constrained to that regex (structured output, each request compiling its
+grammar as the server does), held to `--tokens` tokens by `min_tokens`: the difference in the decoding thread's CPU
+per token is the grammar mask's cost.
+
 Figures, not a test. No torch imported.
 """
 
@@ -24,19 +28,32 @@ from pathlib import Path
 import numpy as np
 
 from deploy_code_location.onnx_generator import OnnxGenerator, Sequence
+from deploy_code_location.sampling import SamplingParams
 from deploy_code_location.serving.batcher import Batcher
 from deploy_code_location.serving.choices import ChunkWriter
-from deploy_code_location.serving.state import sampler
 from deploy_code_location.serving.streams import DecodingJob, LoopWaker
+from deploy_code_location.structured_output import Constraint
 
 PROMPT = "ROMEO:\n"
 
 
-def engine_rate(generator: OnnxGenerator, clients: int, requests: int, tokens: int) -> dict[str, float]:
+def sampling(tokens: int, regex: str | None) -> SamplingParams:
+    """What each request samples with: temperature 1, and with `regex`, that structured output (held to `tokens`
+    tokens by `min_tokens`, so that every request writes as many as without it)."""
+    if regex is None:
+        return SamplingParams(max_tokens=tokens)
+    return SamplingParams(max_tokens=tokens, min_tokens=tokens, constraint=Constraint("regex", regex))
+
+
+def engine_rate(
+    generator: OnnxGenerator, clients: int, requests: int, tokens: int, regex: str | None = None
+) -> dict[str, float]:
     """Tokens/s of the batcher alone with `clients` closed-loop clients: each sequence that ends submits the next
     from the batcher's own thread, so no client thread competes for the interpreter."""
     batcher = Batcher(max_batch=64)
     ids = list(map(int, generator.tokenizer.encode(PROMPT)))
+    params, vocab = sampling(tokens, regex), generator.tokenizer.vocab_size
+    grammar = None if params.constraint is None else params.constraint.compile(generator.tokenizer)
     remaining, finished = iter(range(requests)), threading.Event()
     left = [requests]
 
@@ -47,7 +64,7 @@ def engine_rate(generator: OnnxGenerator, clients: int, requests: int, tokens: i
                 finished.set()
         index = next(remaining, None)
         if index is not None:
-            choose = sampler(1.0, 1.0, None, index)
+            choose = params.sampler(index, ids, vocab, grammar)
             batcher.submit(generator, [Sequence(list(ids), tokens, choose, on_finish=submit_next)])
 
     started = time.perf_counter()
@@ -61,8 +78,11 @@ def engine_rate(generator: OnnxGenerator, clients: int, requests: int, tokens: i
     return {"engine_tokens_per_second": total / wall, "engine_thread_cpu_us_per_token": 1e6 * cpu / total}
 
 
-def loop_rate(generator: OnnxGenerator, clients: int, requests: int, tokens: int) -> dict[str, float]:
+def loop_rate(
+    generator: OnnxGenerator, clients: int, requests: int, tokens: int, regex: str | None = None
+) -> dict[str, float]:
     """Tokens/s through `DecodingJob` on an event loop, each token written as a stream chunk (bytes), no sockets."""
+    params, vocab = sampling(tokens, regex), generator.tokenizer.vocab_size
     waker = LoopWaker()
     batcher = Batcher(max_batch=64, after_step=waker.wake)
     ids = generator.tokenizer.encode(PROMPT)
@@ -74,7 +94,9 @@ def loop_rate(generator: OnnxGenerator, clients: int, requests: int, tokens: int
 
         async def client() -> None:
             for index in remaining:
-                job = DecodingJob(batcher, generator, waker, [(ids, sampler(1.0, 1.0, None, index))], tokens)
+                grammar = None if params.constraint is None else params.constraint.compile(generator.tokenizer)
+                choose = params.sampler(index, ids, vocab, grammar)
+                job = DecodingJob(batcher, generator, waker, [(ids, choose)], tokens, min_tokens=params.min_tokens)
                 job.start()
                 async for items in job.updates():
                     b"".join(writer.event(f'{{"text":{json.dumps(p.text)}}}') for _, p in items if p is not None)
@@ -99,12 +121,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--tokens", type=int, default=50)
+    parser.add_argument("--regex", help="structured output: every request's text matches this regex")
     args = parser.parse_args()
     generator = OnnxGenerator(Path(args.release))
     np.random.default_rng(0)
     figures = {"clients": args.clients}
-    figures |= engine_rate(generator, args.clients, args.requests, args.tokens)
-    figures |= loop_rate(generator, args.clients, args.requests, args.tokens)
+    figures |= engine_rate(generator, args.clients, args.requests, args.tokens, args.regex)
+    figures |= loop_rate(generator, args.clients, args.requests, args.tokens, args.regex)
     print(json.dumps(figures))
 
 

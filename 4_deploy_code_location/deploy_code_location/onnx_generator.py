@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from deploy_code_location.onnx_signature import INPUT_IDS, INPUT_NAMES, PAST_KEY_VALUES, PAST_MASK, POSITION_IDS
+from deploy_code_location.sampling import END, Sampler, sample_rows
+from deploy_code_location.sampling import sample_token as sample_token  # the engine's own, also importable here
 from shared_code_location.model.tokenizer import UNKNOWN_ID, CharTokenizer
 
 
@@ -292,9 +294,13 @@ class DecodeBatch:
 
     def _emit(self, sequence: Sequence, token: int | None = None) -> None:
         token = sequence.choose(sequence.logits) if token is None else token
+        if token == END:  # the grammar's text is complete (or, at a dead end, cannot go on)
+            sequence.done = True
+            sequence.finish_reason = "length" if getattr(sequence.choose, "dead_end", False) else "stop"
+            return
         sequence.tokens.append(token)
         scores = None if sequence.logprobs is None else token_scores(sequence.logits, token, sequence.logprobs)
-        if not sequence.on_token(token, scores):
+        if not sequence.on_token(token, scores) or getattr(sequence.choose, "complete", False):
             sequence.done, sequence.finish_reason = True, "stop"
         elif sequence.generated >= sequence.max_new_tokens:
             sequence.done, sequence.finish_reason = True, "length"
@@ -350,64 +356,3 @@ class DecodeBatch:
 
 def _pad_slots(cache: np.ndarray, count: int) -> np.ndarray:
     return np.pad(cache, [(0, 0)] * 4 + [(count, 0), (0, 0)]) if count else cache
-
-
-class Sampler:
-    """How one sequence picks its next id: `temperature` (0 is greedy), `top_k`, `top_p`, and its own random
-    generator (so it samples the same alone or batched). Called with one row of logits, or through `sample_rows`
-    for a whole batch at once (what `DecodeBatch` does: one NumPy pass per step instead of one per row)."""
-
-    def __init__(self, temperature: float, top_k: int | None, rng: np.random.Generator, top_p: float = 1.0):
-        self.temperature, self.top_k, self.rng, self.top_p = temperature, top_k, rng, top_p
-
-    def __call__(self, logits: np.ndarray) -> int:
-        return int(sample_rows(logits[None, :], [self])[0])
-
-
-def sample_token(
-    logits: np.ndarray, temperature: float, top_k: int | None, rng: np.random.Generator, top_p: float = 1.0
-) -> int:
-    """One id from next-token logits, never the unknown symbol: greedy at temperature 0, else sampled at
-    `temperature` among the `top_k` likeliest and the smallest set whose probability reaches `top_p`."""
-    return Sampler(temperature, top_k, rng, top_p)(logits)
-
-
-def sample_rows(logits: np.ndarray, samplers: list[Sampler]) -> np.ndarray:
-    """One id per row of `logits` [rows, vocab], row i picked by `samplers[i]` (see `sample_token`).
-
-    Scores are shifted so that the best is 0 before dividing by the temperature: the best id always keeps weight 1,
-    so even a temperature such as 5e-324 gives the greedy choice instead of NaN probabilities. Each row draws one
-    uniform number from its own generator (inverse-CDF sampling), so a row's id does not depend on the others.
-    """
-    scores = logits.astype(np.float64)
-    scores[:, UNKNOWN_ID] = -np.inf  # the unknown symbol is an input placeholder, never an output
-    temperatures = np.array([s.temperature for s in samplers], dtype=np.float64)
-    greedy = temperatures == 0
-    ids = np.argmax(scores, axis=1)
-    if greedy.all():
-        return ids
-    for row, sampler in enumerate(samplers):
-        if sampler.top_k and sampler.top_k < scores.shape[1] and not greedy[row]:
-            kth = np.partition(scores[row], -sampler.top_k)[-sampler.top_k]
-            scores[row] = np.where(scores[row] < kth, -np.inf, scores[row])
-    with np.errstate(over="ignore", under="ignore"):
-        probabilities = np.exp(
-            (scores - scores.max(axis=1, keepdims=True)) / np.where(greedy, 1.0, temperatures)[:, None]
-        )
-    for row, sampler in enumerate(samplers):
-        if sampler.top_p < 1.0 and not greedy[row]:
-            probabilities[row] = _nucleus(probabilities[row], sampler.top_p)
-    cumulative = np.cumsum(probabilities, axis=1)
-    draws = np.array([0.0 if greedy[row] else s.rng.random() for row, s in enumerate(samplers)])
-    sampled = np.minimum((cumulative <= (draws * cumulative[:, -1])[:, None]).sum(axis=1), scores.shape[1] - 1)
-    return np.where(greedy, ids, sampled)
-
-
-def _nucleus(probabilities: np.ndarray, top_p: float) -> np.ndarray:
-    """`probabilities` (one row, not normalised) kept only on the smallest set of ids reaching `top_p`."""
-    order = np.argsort(-probabilities, kind="stable")
-    cumulative = np.cumsum(probabilities[order])
-    keep = order[: int(np.searchsorted(cumulative, top_p * cumulative[-1])) + 1]
-    kept = np.zeros_like(probabilities)
-    kept[keep] = probabilities[keep]
-    return kept

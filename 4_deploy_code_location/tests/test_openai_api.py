@@ -67,8 +67,8 @@ def test_streaming_sends_each_token_then_done(client):
 
 def test_unsupported_and_bad_parameters_get_openai_errors(client, server):
     with pytest.raises(openai.BadRequestError) as error:
-        client.completions.create(model="char-transformer", prompt="a", presence_penalty=0.5)
-    assert error.value.body["param"] == "presence_penalty" and error.value.body["code"] == "unsupported_parameter"
+        client.completions.create(model="char-transformer", prompt="a", best_of=2)
+    assert error.value.body["param"] == "best_of" and error.value.body["code"] == "unsupported_parameter"
     with pytest.raises(openai.BadRequestError) as error:
         client.completions.create(model="char-transformer", prompt="a", temperature=3)
     assert error.value.body["param"] == "temperature" and "less than or equal to 2" in error.value.body["message"]

@@ -54,11 +54,21 @@ def broken(tmp_path_factory):
     process.wait()
 
 
-def _requests(server, not_ready, broken):
+def _requests(server, not_ready, broken, keyed):
     """(server, method, path, body) -> the status it must get: together, every status every path documents."""
     huge = json.dumps({"prompt": "a" * 70_000}).encode()
     utf16 = '{"model": "char-transformer", "prompt": "a"}'.encode("utf-16")
     return [
+        (keyed, "GET", "/v1/models", None, 401),
+        (keyed, "GET", f"/v1/models/{MODEL}", None, 401),
+        (keyed, "POST", "/v1/completions", _completion(), 401),
+        (keyed, "POST", "/v1/chat/completions", _chat(), 401),
+        (keyed, "POST", "/generate", b'{"prompt": "a"}', 401),
+        (keyed, "POST", "/tokenize", b'{"prompt": "a"}', 401),
+        (keyed, "POST", "/detokenize", b'{"tokens": [1]}', 401),
+        (keyed, "GET", "/tokenizer_info", None, 401),
+        (server, "GET", "/tokenizer_info", None, 200),
+        (not_ready, "GET", "/tokenizer_info", None, 503),
         (server, "GET", "/v1/models", None, 200),
         (not_ready, "GET", "/v1/models", None, 503),
         (broken, "GET", "/v1/models", None, 500),
@@ -124,9 +134,11 @@ def _validate(spec: dict, schema: dict, value) -> None:
     jsonschema.Draft202012Validator({**schema, "components": spec["components"]}).validate(value)
 
 
-def test_every_documented_status_is_sent_and_every_sent_status_is_documented(server, not_ready, broken, openapi):
+def test_every_documented_status_is_sent_and_every_sent_status_is_documented(
+    server, not_ready, broken, keyed_server, openapi
+):
     sent: dict[tuple[str, str], set[int]] = {}
-    for url, method, path, body, expected in _requests(server, not_ready, broken):
+    for url, method, path, body, expected in _requests(server, not_ready, broken, keyed_server[0]):
         status, headers, raw = _send(url, method, path, body)
         assert status == expected, (method, path, body and body[:60], raw[:300])
         template = "/v1/models/{model}" if path.startswith("/v1/models/") else path
@@ -138,6 +150,8 @@ def test_every_documented_status_is_sent_and_every_sent_status_is_documented(ser
             _validate(openapi, content["application/json"]["schema"], json.loads(raw))
         if status == 503:
             assert int(headers["retry-after"]) >= 1
+        if status == 401:
+            assert headers["www-authenticate"].startswith("Bearer")
     for path, operations in openapi["paths"].items():
         for method, operation in operations.items():
             assert set(map(int, operation["responses"])) == sent[(path, method)], (method, path)
@@ -166,9 +180,6 @@ def test_every_enforced_limit_is_in_the_schema(openapi):
 
 REFUSED = [
     ("best_of", 1, 2),
-    ("presence_penalty", 0, 0.5),
-    ("frequency_penalty", 0, -1),
-    ("logit_bias", {}, {"1": 5}),
     ("suffix", None, "!"),
 ]
 
@@ -291,3 +302,73 @@ def test_a_chunked_oversized_body_keeps_the_connection_usable(server):
         while answer.count(b"HTTP/1.1") < 2 and (piece := sock.recv(65536)):
             answer += piece
     assert answer.startswith(b"HTTP/1.1 413") and b"HTTP/1.1 200" in answer
+
+
+_TOKENIZE_MESSAGES = [{"role": "user", "content": "a"}]
+#: (path, a request the server refuses, the status, a request beside it that it serves): each rule that joins two
+#: fields, or a field and the release, as found by a schema fuzzer (the schema accepted what the server refused).
+CROSS_FIELD = [
+    ("/v1/completions", {"max_tokens": 0}, 400, {"max_tokens": 0, "echo": True}),
+    ("/v1/completions", {"stream_options": {"include_usage": True}}, 400, {"stream_options": None}),
+    ("/v1/completions", {"logit_bias": {"999": 1}}, 400, {"logit_bias": {"2": 1}}),
+    ("/v1/completions", {"structured_outputs": {"regex": "a+"}, "stop": ["x"]}, 400,
+     {"structured_outputs": {"regex": "a+"}}),
+    ("/v1/completions", {"structured_outputs": {"regex": "a+", "choice": ["a"]}}, 400,
+     {"structured_outputs": {"choice": ["a"]}}),
+    ("/v1/completions", {"response_format": {"type": "json_object"}, "structured_outputs": {"regex": "a"}}, 400,
+     {"response_format": {"type": "text"}, "structured_outputs": {"regex": "a"}}),
+    ("/v1/chat/completions", {"top_logprobs": 2}, 400, {"top_logprobs": 2, "logprobs": True}),
+    ("/tokenize", {}, 422, {"prompt": "a"}),
+    ("/tokenize", {"prompt": "a", "messages": _TOKENIZE_MESSAGES}, 422, {"messages": _TOKENIZE_MESSAGES}),
+    ("/detokenize", {"tokens": [9999]}, 422, {"tokens": [1]}),
+    ("/generate", {"prompt": "Zq", "unknown_characters": "reject"}, 422, {"prompt": "Zq"}),
+]  # fmt: skip
+
+
+def _body(path: str, fields: dict) -> dict:
+    if path == "/v1/completions":
+        return json.loads(_completion()) | fields
+    if path == "/v1/chat/completions":
+        return json.loads(_chat()) | fields
+    return {"max_new_tokens": 2} | fields if path == "/generate" else fields
+
+
+@pytest.mark.parametrize(("path", "refused", "status", "served"), CROSS_FIELD)
+def test_a_rule_between_fields_is_in_the_schema_and_enforced(server, openapi, path, refused, status, served):
+    schema = openapi["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    validator = jsonschema.Draft202012Validator({**schema, "components": openapi["components"]})
+    assert not validator.is_valid(_body(path, refused)), "the schema accepts what the server refuses"
+    assert validator.is_valid(_body(path, served))
+    answer = _send(server, "POST", path, json.dumps(_body(path, refused)).encode())
+    assert answer[0] == status, answer[2][:300]
+    answer = _send(server, "POST", path, json.dumps(_body(path, served)).encode())
+    assert answer[0] == 200, answer[2][:300]
+
+
+def test_rules_json_schema_cannot_say_are_in_the_descriptions(openapi):
+    completion = _schema(openapi, "CompletionRequest")
+    assert "at most the maximum number of tokens" in completion["min_tokens"]["description"]
+    assert "vocabulary size" in completion["logit_bias"]["description"]
+    assert "not with structured output" in completion["stop"]["description"]
+    assert "only with `echo: true`" in completion["max_tokens"]["description"]
+    assert "only with `logprobs: true`" in _schema(openapi, "ChatCompletionRequest")["top_logprobs"]["description"]
+
+
+def test_the_release_bounds_are_in_the_served_document_only(server, not_ready):
+    vocab = call(server, "/tokenizer_info")[1]["vocab_size"]
+    served = call(server, "/openapi.json")[1]["components"]["schemas"]
+    assert served["DetokenizeRequest"]["properties"]["tokens"]["items"]["maximum"] == vocab - 1
+    bias = next(o for o in served["CompletionRequest"]["properties"]["logit_bias"]["anyOf"] if o["type"] == "object")
+    assert bias["propertyNames"] == {"enum": [str(i) for i in range(vocab)]}
+    general = call(not_ready, "/openapi.json")[1]["components"]["schemas"]
+    assert "maximum" not in general["DetokenizeRequest"]["properties"]["tokens"]["items"]
+    bias = next(o for o in general["CompletionRequest"]["properties"]["logit_bias"]["anyOf"] if o["type"] == "object")
+    assert set(bias["propertyNames"]) == {"pattern"} and "patternProperties" not in bias
+
+
+@pytest.mark.parametrize("path", ["/health", "/ready"])
+def test_options_and_other_methods_get_405_with_every_allowed_method(server, path):
+    for method in ("OPTIONS", "DELETE"):
+        status, headers, _ = _send(server, method, path, None)
+        assert status == 405 and headers["allow"] == "GET, HEAD", (method, headers)
+    assert _send(server, "OPTIONS", "/v1/completions", None)[1]["allow"] == "POST"

@@ -192,11 +192,18 @@ def run_command(
 @click.option("--release", default=None, help="Release version or folder (default: the latest good release).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default).")
 @click.option("--port", default=8000, show_default=True)
-def serve(release: str | None, host: str, port: int) -> None:
+@click.option(
+    "--api-key",
+    "api_keys",
+    multiple=True,
+    help=f"A key clients must send as `Authorization: Bearer <key>` (repeatable; added to {settings.API_KEYS.name}).",
+)
+def serve(release: str | None, host: str, port: int, api_keys: tuple[str, ...]) -> None:
     """Serve the released model over HTTP with ONNX Runtime: OpenAI's /v1/completions (streaming), /generate, a
     playground at /, /health, /ready, /metrics, /docs.
 
-    Runs `python -m <package>.serving` of the location that has a `serving` package, in its venv.
+    Runs `python -m <package>.serving` of the location that has a `serving` package, in its venv. API keys reach
+    it through the environment, never its command line (which `ps` shows).
     """
     servers = [env for env in LOCATIONS if (env.path / env.package / "serving" / "__main__.py").is_file()]
     if len(servers) != 1:
@@ -206,7 +213,10 @@ def serve(release: str | None, host: str, port: int) -> None:
     command = [str(server.python), "-m", f"{server.package}.serving", "--host", host, "--port", str(port)]
     if release:
         command += ["--release", release]
-    sys.exit(supervise(command, dagster_env(), server.path))
+    env = dagster_env()
+    if api_keys:
+        env[settings.API_KEYS.name] = ",".join(filter(None, [env.get(settings.API_KEYS.name), *api_keys]))
+    sys.exit(supervise(command, env, server.path))
 
 
 @cli.group(invoke_without_command=True)

@@ -205,15 +205,33 @@ def _strip_local_packages(lock: Path) -> Path:
 
 #: Images that are no location's: the Compose topology's webserver and daemon.
 IMAGE_REQUIREMENTS = ("deploy/compose/requirements.in",)
+#: Test-only tools with an environment of their own, in no location's lock: the lm-evaluation-harness.
+TEST_REQUIREMENTS = ("tests/harness/requirements.in",)
 
 
 def lock_root(upgrade: bool = False) -> list[Path]:
     """Re-resolve scripts/requirements.lock (the root environment's) from scripts/requirements.in, and the lock of
-    each image that is no location's; returns the locks written."""
+    each image that is no location's and of each test-only environment; returns the locks written."""
     _compile("scripts/requirements.in", ROOT_REQUIREMENTS, pip_index_flags(), upgrade)
     written = [ROOT_REQUIREMENTS]
-    for source in IMAGE_REQUIREMENTS:
+    for source in (*IMAGE_REQUIREMENTS, *TEST_REQUIREMENTS):
         target = (ROOT / source).with_suffix(".lock")
         _compile(source, target, pip_index_flags(), upgrade)
         written.append(target)
     return written
+
+
+def test_environment(source: str) -> Path:
+    """The venv of a test-only tool (`TEST_REQUIREMENTS`), built from its lock beside it or brought up to date
+    (skipped when the lock did not change); its folder. Torch-free: plain index flags suffice."""
+    lock = (ROOT / source).with_suffix(".lock")
+    venv = lock.parent / ".venv"
+    python, stamp = venv / "bin" / "python", venv / ".setup-fingerprint"
+    wanted = hashlib.sha256(f"{sys.version_info[:2]}:".encode() + lock.read_bytes()).hexdigest()
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return venv
+    if not python.exists():
+        uv("venv", str(venv), "--python", sys.executable)
+    uv("pip", "sync", *pip_index_flags(), str(lock), python=python)
+    stamp.write_text(wanted)
+    return venv

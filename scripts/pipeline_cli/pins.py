@@ -32,13 +32,13 @@ def read_pins(path: Path = PINS_FILE) -> dict[str, str]:
 
 
 def pinned_files() -> list[Path]:
-    """Every file that pins packages: each environment's pyproject, the root environment's and the images'
-    requirements (`*.in`)."""
-    from pipeline_cli.environments import IMAGE_REQUIREMENTS
+    """Every file that pins packages: each environment's pyproject, the root environment's, the images' and the
+    test-only tools' requirements (`*.in`)."""
+    from pipeline_cli.environments import IMAGE_REQUIREMENTS, TEST_REQUIREMENTS
     from pipeline_cli.locations import ENVIRONMENTS
 
     files = [env.path / "pyproject.toml" for env in ENVIRONMENTS]
-    files += [ROOT / "scripts" / "requirements.in", *(ROOT / source for source in IMAGE_REQUIREMENTS)]
+    files += [ROOT / "scripts" / "requirements.in", *(ROOT / s for s in (*IMAGE_REQUIREMENTS, *TEST_REQUIREMENTS))]
     files += [source for env in ENVIRONMENTS for source in sorted(env.path.glob("requirements-*.in"))]
     return [path for path in files if path.is_file()]
 

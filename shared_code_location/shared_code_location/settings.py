@@ -121,6 +121,13 @@ RAY_ADDRESS = Setting(
     "such training starts and stops itself.",
     production_example="http://ml-pipeline-ray-head-svc:8265",
 )
+API_KEYS = Setting(
+    "ML_PIPELINE_API_KEYS",
+    None,
+    "API keys of the model server (`cli.py serve`, the serving image), comma-separated: with any, every model route "
+    "needs `Authorization: Bearer <key>` (the probes, /metrics, the playground page and the docs stay open); "
+    "default: none, no key needed (the server warns when it listens beyond loopback without one).",
+)
 TORCH_VARIANT = Setting(
     "ML_PIPELINE_TORCH",
     "auto",
@@ -150,6 +157,7 @@ SETTINGS: tuple[Setting, ...] = (
     S3_SECRET_ACCESS_KEY,
     S3_REGION,
     RAY_ADDRESS,
+    API_KEYS,
     TORCH_VARIANT,
     TORCH_CPU_INDEX,
 )

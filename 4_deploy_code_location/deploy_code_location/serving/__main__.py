@@ -1,10 +1,14 @@
 """`python -m deploy_code_location.serving`: serve a release over HTTP (loopback unless told otherwise).
 
 SIGTERM or Ctrl-C stops accepting connections and lets the requests in flight finish (up to `--drain-seconds`).
+API keys (`--api-key`, repeatable, and `ML_PIPELINE_API_KEYS`, comma-separated: both count) close the model's
+routes to requests without one; without a key on an address beyond loopback, the server says loudly that anyone who
+reaches the port can use it.
 """
 
 import argparse
 import logging
+import sys
 
 from shared_code_location import settings
 
@@ -23,8 +27,25 @@ def main() -> None:
         "--stall-seconds", type=float, default=10.0, help="a stream whose client stops reading this long is cancelled"
     )
     parser.add_argument("--drain-seconds", type=float, default=30.0, help="how long shutdown waits for requests")
+    parser.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        help=f"a key clients must send as `Authorization: Bearer <key>` (repeatable; also {settings.API_KEYS.name}, "
+        "which keeps keys off the command line)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from deploy_code_location.serving.api_keys import is_loopback, parse_keys
+
+    api_keys = parse_keys(args.api_key, settings.API_KEYS.get())
+    if not api_keys and not is_loopback(args.host):
+        print(
+            f"WARNING: serving on {args.host} without an API key: anyone who reaches port {args.port} can use the "
+            f"model. Set {settings.API_KEYS.name} (or --api-key) to require `Authorization: Bearer <key>`.",
+            file=sys.stderr,
+            flush=True,
+        )
 
     import uvicorn
 
@@ -40,11 +61,14 @@ def main() -> None:
             max_batch=args.max_batch,
             max_queue=args.max_queue,
             stall_seconds=args.stall_seconds,
+            api_keys=api_keys,
         )
     except (ReleaseNotFoundError, StorageError) as error:
         raise SystemExit(f"error: {error}") from None
     version = app.state.watcher.version or "none yet (waiting for latest.json)"
-    print(f"serving release {version} on http://{args.host}:{args.port} (playground: /, docs: /docs)", flush=True)
+    keys = f"{len(api_keys)} API key{'s' * (len(api_keys) != 1)}" if api_keys else "no API key"
+    print(f"serving release {version} on http://{args.host}:{args.port} with {keys} (playground: /, docs: /docs)",
+          flush=True)  # fmt: skip
     uvicorn.run(
         app,
         host=args.host,

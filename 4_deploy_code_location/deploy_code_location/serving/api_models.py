@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import annotated_types
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 MAX_NEW_TOKENS = 1000
 MAX_PROMPT_CHARACTERS = 4000
@@ -66,7 +66,8 @@ class ErrorResponse(BaseModel):
 
 class GenerateRequest(BaseModel):
     """A generation request. Characters outside the model's vocabulary follow `unknown_characters`: `replace`
-    (the default) maps each to the unknown symbol U+FFFD, which the model has never seen; `reject` answers 422."""
+    (the default) maps each to the unknown symbol U+FFFD, which the model has never seen; `reject` answers 422 (while
+    a release is served, this document's `pattern` for the prompt under `reject` lists the vocabulary)."""
 
     model_config = STRICT | ConfigDict(
         json_schema_extra={"examples": [{"prompt": "ROMEO:\n", "max_new_tokens": 100, "temperature": 0.8, "seed": 1}]}
@@ -123,17 +124,28 @@ Messages = Annotated[list[Message], Field(min_length=1, max_length=64)]
 
 
 class TokenizeRequest(BaseModel):
-    """vLLM's `/tokenize`: a `prompt`, or chat `messages` rendered with the release's chat template. The model has
-    no special tokens: `add_special_tokens` changes nothing."""
+    """vLLM's `/tokenize`: a `prompt`, or chat `messages` rendered with the release's chat template (exactly one of
+    the two). The model has no special tokens: `add_special_tokens` changes nothing."""
 
-    model_config = STRICT | ConfigDict(json_schema_extra={"examples": [{"prompt": "ROMEO:\n"}]})
+    model_config = STRICT | ConfigDict(
+        json_schema_extra={
+            "examples": [{"prompt": "ROMEO:\n"}],
+            "oneOf": [{"required": ["prompt"]}, {"required": ["messages"]}],
+        }
+    )
 
     model: str | None = None
-    prompt: Text | None = None
-    messages: Messages | None = None
+    prompt: Text = Field(default=None, description="the text (or give `messages`)")
+    messages: Messages = Field(default=None, description="a conversation for the chat template (or give `prompt`)")
     add_generation_prompt: bool = True
     add_special_tokens: bool = True
     return_token_strs: bool = False
+
+    @model_validator(mode="after")
+    def _prompt_or_messages(self) -> TokenizeRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give either prompt or messages")
+        return self
 
 
 class TokenizeResponse(BaseModel):
@@ -146,7 +158,8 @@ class TokenizeResponse(BaseModel):
 
 
 class DetokenizeRequest(BaseModel):
-    """vLLM's `/detokenize`: token ids (each below the vocabulary size, `/ready` says it) back to text."""
+    """vLLM's `/detokenize`: token ids (each below the vocabulary size: `/tokenizer_info` says it, and so does this
+    document's `maximum` while a release is served) back to text."""
 
     model_config = STRICT | ConfigDict(json_schema_extra={"examples": [{"tokens": [1, 2, 3]}]})
 
@@ -158,3 +171,21 @@ class DetokenizeResponse(BaseModel):
     """The text of the ids."""
 
     prompt: str
+
+
+class TokenizerInfo(BaseModel):
+    """vLLM's `GET /tokenizer_info`: the tokenizer's configuration, as a Hugging Face `tokenizer_config.json` holds
+    it. A character model has no beginning-, end- or padding token (they are null); each character is one token, and
+    id 0, `unk_token`, stands for every character outside the vocabulary."""
+
+    tokenizer_class: Literal["CharTokenizer"] = "CharTokenizer"
+    chat_template: str
+    model_max_length: int = Field(description="the context length (vLLM's max_model_len)")
+    vocab_size: int
+    bos_token: str | None = None
+    eos_token: str | None = None
+    pad_token: str | None = None
+    unk_token: str
+    add_bos_token: bool = False
+    add_eos_token: bool = False
+    clean_up_tokenization_spaces: bool = False

@@ -2,17 +2,21 @@
 
 - `openai_completions`, `openai_chat`: OpenAI's API under `/v1` (completions with `logprobs` and `echo`, chat
   completions on the release's chat template, models), streaming with server-sent events;
-- `generate`: `POST /generate`, the server's own shape; `tokens`: vLLM's `/tokenize` and `/detokenize`;
+- `generate`: `POST /generate`, the server's own shape; `tokens`: vLLM's `/tokenize`, `/detokenize` and
+  `/tokenizer_info`;
 - `operations`: `/health` (live), `/ready` (a release is loaded), `/metrics` (Prometheus);
 - `playground`: `GET /`, a page to try the model; and `/docs` (Swagger UI, served from the package: it works
   offline).
 
-Every request decodes in one shared `Batcher`, so concurrent requests share each ONNX Runtime step.
+Every request decodes in one shared `Batcher`, so concurrent requests share each ONNX Runtime step. With API keys,
+`ApiKeys` closes every route but the probes, the metrics, the playground page and the documentation.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+from collections.abc import Iterable
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -20,6 +24,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 from pydantic.json_schema import models_json_schema
 
+from deploy_code_location.serving.api_keys import ApiKeys
 from deploy_code_location.serving.api_models import MAX_SEED
 from deploy_code_location.serving.batcher import Batcher
 from deploy_code_location.serving.errors import install_error_handlers
@@ -53,11 +58,13 @@ def create_app(
     max_batch: int = 64,
     max_queue: int = 256,
     stall_seconds: float = 10.0,
+    api_keys: Iterable[str] = (),
 ) -> FastAPI:
     """The app serving `release` (a version or folder) from `output_dir`, or following its latest good release.
 
     At most `max_batch` sequences decode together and `max_queue` requests wait (more get 503); a stream whose
-    client has not read for `stall_seconds` is cancelled."""
+    client has not read for `stall_seconds` is cancelled. With `api_keys`, the model's routes need one of them
+    (`Authorization: Bearer <key>`)."""
     metrics = ServerMetrics()
     waker = LoopWaker()
     batcher = Batcher(
@@ -84,6 +91,7 @@ def create_app(
     for module in (openai_completions, openai_chat, generate, tokens, operations, playground):
         app.include_router(module.router)
     install_error_handlers(app)
+    app.add_middleware(ApiKeys, keys=list(api_keys))  # inside RequestBody: a refused body is read before the 401
     app.add_middleware(RequestBody, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(RequestCounter, metrics=metrics)  # outermost: counts the 413s and 400s of RequestBody too
     app.openapi = lambda: _openapi(app)
@@ -91,6 +99,51 @@ def create_app(
 
 
 def _openapi(app: FastAPI) -> dict:
+    """The document of the release served now (`_release_bounds`), or without a release, the general one."""
+    document = _general_openapi(app)
+    try:
+        generator = app.state.server.watcher.current()
+        vocabulary = generator.tokenizer.symbols
+    except Exception:  # no release yet, or a broken one: the document of every release
+        return document
+    key = (generator.version, vocabulary)
+    if getattr(app.state, "openapi_release", (None,))[0] != key:
+        app.state.openapi_release = (key, _release_bounds(document, vocabulary))
+    return app.state.openapi_release[1]
+
+
+def _release_bounds(document: dict, vocabulary: tuple[str, ...]) -> dict:
+    """`document` with what depends on the served release's vocabulary as JSON Schema says it: token ids below its
+    size (`/detokenize`'s tokens, `logit_bias`'s keys) and, for `/generate` with `unknown_characters: reject`, a
+    prompt of its characters only."""
+    document = copy.deepcopy(document)
+    schemas = document["components"]["schemas"]
+    schemas["DetokenizeRequest"]["properties"]["tokens"]["items"]["maximum"] = len(vocabulary) - 1
+    for name in ("CompletionRequest", "ChatCompletionRequest"):
+        for option in schemas[name]["properties"]["logit_bias"].get("anyOf", []):
+            if option.get("type") == "object":
+                option["propertyNames"] = {"enum": [str(token) for token in range(len(vocabulary))]}
+    characters = "".join(_escaped(ch) for ch in vocabulary[1:] if ord(ch) <= 0xFFFF)
+    astral = "".join(f"|{_escaped(ch)}" for ch in vocabulary[1:] if ord(ch) > 0xFFFF)
+    schemas["GenerateRequest"].setdefault("allOf", []).append(
+        {
+            "if": {"required": ["unknown_characters"], "properties": {"unknown_characters": {"const": "reject"}}},
+            "then": {"properties": {"prompt": {"pattern": f"^(?:[{characters}]{astral})*$"}}},
+        }
+    )
+    return document
+
+
+def _escaped(character: str) -> str:
+    """`character` as an ECMA-262 regex escape (JSON Schema's dialect): `\\uXXXX`, a surrogate pair past U+FFFF."""
+    code = ord(character)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 | code >> 10:04x}\\u{0xDC00 | code & 0x3FF:04x}"
+
+
+def _general_openapi(app: FastAPI) -> dict:
     """FastAPI's document, made to say what the server does: the stream chunks' schemas, and no 422 where the
     server answers bad input with a 400 (OpenAI's API) instead."""
     if app.openapi_schema is None:
@@ -109,8 +162,24 @@ def _openapi(app: FastAPI) -> dict:
             schemas.pop("HTTPValidationError", None)
             schemas.pop("ValidationError", None)
         _exact_bounds(document)
+        _closed_keys(document)
         app.openapi_schema = document
     return app.openapi_schema
+
+
+def _closed_keys(node) -> None:
+    """Objects whose keys follow a pattern (`logit_bias`) as `propertyNames`: pydantic writes `patternProperties`,
+    which leaves every other key allowed, where the server refuses them."""
+    if isinstance(node, dict):
+        patterns = node.get("patternProperties")
+        if isinstance(patterns, dict) and len(patterns) == 1 and "additionalProperties" not in node:
+            ((pattern, values),) = node.pop("patternProperties").items()
+            node["propertyNames"], node["additionalProperties"] = {"pattern": pattern}, values
+        for value in node.values():
+            _closed_keys(value)
+    elif isinstance(node, list):
+        for value in node:
+            _closed_keys(value)
 
 
 def _exact_bounds(node) -> None:

@@ -11,15 +11,20 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from deploy_code_location.serving.api_models import ErrorResponse
-from deploy_code_location.serving.openai_models import REFUSED, OpenAIError
+from deploy_code_location.serving.openai_models import REFUSED, REMOVED_GUIDED, InvalidRequest, OpenAIError
 
 #: Seconds a 503 asks the client to wait: a full queue drains in about a second; a release takes longer to appear.
 RETRY_AFTER = {"overloaded": 1, "not_ready": 5}
 _RETRY_HEADER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
+_AUTH_HEADER = {
+    "WWW-Authenticate": {"description": "`Bearer`: send `Authorization: Bearer <key>`", "schema": {"type": "string"}}
+}
 _DESCRIPTIONS = {
     400: "Bad request: a parameter (named in the error), a body that is not UTF-8 JSON",
+    401: "No API key, or a wrong one (only when the server was started with API keys): see WWW-Authenticate",
     404: "No such model",
     413: "Body larger than 64 KiB",
     422: "Invalid request: what and where in `detail`",
@@ -35,6 +40,8 @@ def documented(statuses: tuple[int, ...], model: type = ErrorResponse) -> dict[i
         responses[status] = {"model": model, "description": _DESCRIPTIONS[status]}
         if status == 503:
             responses[status]["headers"] = _RETRY_HEADER
+        if status == 401:
+            responses[status]["headers"] = _AUTH_HEADER
     return responses
 
 
@@ -92,7 +99,10 @@ def _validation_error(request: Request, error: RequestValidationError) -> JSONRe
         return error_response(request.url.path, 400, message, code="invalid_json")
     path = [str(part) for part in first["loc"][1:]]
     param = path[0] if path else None
-    if first["type"] == "extra_forbidden":
+    if first["type"] == "extra_forbidden" and param in REMOVED_GUIDED:
+        code = "unrecognized_parameter"
+        message = f"{param} was removed from vLLM's API (in 0.12); use {REMOVED_GUIDED[param]}"
+    elif first["type"] == "extra_forbidden":
         code, message = "unrecognized_parameter", f"{param} is not a parameter of this endpoint"
     elif param in REFUSED:
         code, message = "unsupported_parameter", f"{param} is not supported by this server; leave it out"
@@ -106,8 +116,19 @@ def _located(item: dict) -> str:
     return f"{where}: {item['msg']}" if where else item["msg"]
 
 
+def _methods(request: Request) -> list[str]:
+    """The methods some route of the app answers on the request's path (each tried as the router would)."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    ]
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Answer validation errors, Starlette's own errors (404, 405) and `ApiError` in the path's shape."""
+    """Answer validation errors, Starlette's own errors (404, 405), `ApiError` and `InvalidRequest` (fields that do
+    not go together) in the path's shape."""
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -119,8 +140,14 @@ def install_error_handlers(app: FastAPI) -> None:
         response = error_response(request.url.path, error.status_code, message.get(error.status_code, error.detail))
         if error.headers:
             response.headers.update(error.headers)
+        if error.status_code == 405:  # every method of the path, not only those of the route that answered
+            response.headers["Allow"] = ", ".join(_methods(request))
         return response
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
         return error_response(request.url.path, error.status, error.message, error.param, error.code)
+
+    @app.exception_handler(InvalidRequest)
+    async def invalid_request(request: Request, error: InvalidRequest) -> JSONResponse:
+        return error_response(request.url.path, 400, str(error), error.param, error.code)

@@ -8,10 +8,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated
 
-import numpy as np
 from fastapi import Depends, Request
 
-from deploy_code_location.onnx_generator import OnnxGenerator, Sampler
+from deploy_code_location.onnx_generator import OnnxGenerator
 from deploy_code_location.release_store import ReleaseNotFoundError
 from deploy_code_location.serving.batcher import Batcher, QueueFullError
 from deploy_code_location.serving.errors import ApiError
@@ -71,7 +70,13 @@ class ServerState:
         """The served model as `/v1/models` lists it (created: the release's time, from its model card)."""
         created_at = generator.card.get("created_at")
         created = int(dt.datetime.fromisoformat(created_at).timestamp()) if created_at else 0
-        return ModelCard(id=self.model_name, created=created, owned_by=OWNER, release=generator.version)
+        return ModelCard(
+            id=self.model_name,
+            created=created,
+            owned_by=OWNER,
+            release=generator.version,
+            max_model_len=generator.block_size,
+        )
 
 
 def server_state(request: Request) -> ServerState:
@@ -81,9 +86,3 @@ def server_state(request: Request) -> ServerState:
 
 #: A route's parameter that receives the server's state.
 Server = Annotated[ServerState, Depends(server_state)]
-
-
-def sampler(temperature: float, top_p: float, top_k: int | None, seed: int | None) -> Sampler:
-    """A `choose(logits) -> id` for one choice, with its own random generator (so it samples the same alone or
-    batched)."""
-    return Sampler(temperature, top_k, np.random.default_rng(seed), top_p)

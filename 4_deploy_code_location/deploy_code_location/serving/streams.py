@@ -56,24 +56,31 @@ def _deliver(jobs: list[DecodingJob]) -> None:
 
 class StopMatcher:
     """Finds the first stop string in streamed text. Text that could still be the start of a stop string is held
-    back, so what was emitted never has to be taken back; the stop string itself is never emitted (as OpenAI)."""
+    back, so what was emitted never has to be taken back; the stop string itself is never emitted (as OpenAI). A
+    stop string that ends before `min_length` characters does not count (vLLM's `min_tokens`)."""
 
-    def __init__(self, stops: list[str]):
-        self.stops = [stop for stop in stops if stop]
-        self._held = ""
+    def __init__(self, stops: list[str], min_length: int = 0):
+        self.stops, self.min_length = [stop for stop in stops if stop], min_length
+        self._held, self._emitted = "", 0
 
     def feed(self, text: str) -> tuple[str, bool]:
         """The text that is safe to emit now, and whether a stop string was found."""
         if not self.stops:
             return text, False
         self._held += text
+        found = None
         for stop in self.stops:
             at = self._held.find(stop)
-            if at >= 0:
-                emitted, self._held = self._held[:at], ""
-                return emitted, True
+            while at >= 0 and self._emitted + at + len(stop) < self.min_length:
+                at = self._held.find(stop, at + 1)
+            if at >= 0 and (found is None or at < found):
+                found = at
+        if found is not None:
+            emitted, self._held = self._held[:found], ""
+            return emitted, True
         keep = max((k for stop in self.stops for k in range(1, len(stop)) if self._held.endswith(stop[:k])), default=0)
         emitted, self._held = self._held[: len(self._held) - keep], self._held[len(self._held) - keep :]
+        self._emitted += len(emitted)
         return emitted, False
 
     def flush(self) -> str:
@@ -93,11 +100,11 @@ class Piece:
 class Choice:
     """One choice of a request: its sequence in the batcher, and the text and scores it emitted so far."""
 
-    def __init__(self, job: DecodingJob, index: int, sequence: Sequence, stops: list[str]):
+    def __init__(self, job: DecodingJob, index: int, sequence: Sequence, stops: list[str], min_tokens: int = 0):
         self.job, self.index, self.sequence = job, index, sequence
         self.text_parts: list[str] = []
         self.scores: list[TokenScores] = []
-        self._matcher = StopMatcher(stops)
+        self._matcher = StopMatcher(stops, min_tokens)
         self._held: deque[TokenScores] = deque()  # scores of the characters the matcher holds back
         self._decode = job.generator.tokenizer.decode
 
@@ -108,7 +115,7 @@ class Choice:
 
     @property
     def finish_reason(self) -> str:
-        """OpenAI's: "stop" (a stop string) or "length" (max tokens)."""
+        """OpenAI's: "stop" (a stop string, or a grammar's complete text) or "length" (max tokens first)."""
         return "stop" if self.sequence.finish_reason == "stop" else "length"
 
     def on_token(self, token: int, scores: TokenScores | None) -> bool:  # on the batcher's thread
@@ -139,7 +146,8 @@ class Choice:
 class DecodingJob:
     """One request's choices decoding in `batcher`. `updates()` yields, once per decoding step, what every choice
     added: `(index, Piece)` for new text and `(index, None)` for a choice that ended. With `streaming` False, only
-    the ends are handed over and the text is read from `choices` at the end (`wait()`).
+    the ends are handed over and the text is read from `choices` at the end (`wait()`). A stop string counts only
+    once it ends at or past `min_tokens` characters.
 
     `first_token_seconds` is the time from submission to the first token of any choice.
     """
@@ -155,6 +163,7 @@ class DecodingJob:
         logprobs: int | None = None,
         score_prompt: bool = False,
         streaming: bool = True,
+        min_tokens: int = 0,
     ):
         self.loop = asyncio.get_running_loop()
         self.ready = asyncio.Event()
@@ -164,7 +173,7 @@ class DecodingJob:
         for index, (ids, choose) in enumerate(prompts):
             sequence = Sequence(list(map(int, ids)), max_new_tokens, choose, logprobs=logprobs)
             sequence.score_prompt = score_prompt
-            choice = Choice(self, index, sequence, stops or [])
+            choice = Choice(self, index, sequence, stops or [], min_tokens)
             sequence.on_token, sequence.on_finish = choice.on_token, choice.on_finish
             self.choices.append(choice)
         self.submitted = time.perf_counter()

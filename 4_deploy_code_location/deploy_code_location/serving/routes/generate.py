@@ -6,15 +6,16 @@ import time
 
 from fastapi import APIRouter, Body
 
+from deploy_code_location.sampling import SamplingParams
 from deploy_code_location.serving.api_models import GenerateRequest, GenerateResponse
 from deploy_code_location.serving.errors import ApiError, documented
-from deploy_code_location.serving.state import Server, sampler
+from deploy_code_location.serving.state import Server
 from deploy_code_location.serving.streams import DecodingJob
 
 router = APIRouter(tags=["Generation"])
 
 
-@router.post("/generate", response_model=GenerateResponse, responses=documented((400, 413, 422, 500, 503)))
+@router.post("/generate", response_model=GenerateResponse, responses=documented((400, 401, 413, 422, 500, 503)))
 async def generate(server: Server, body: GenerateRequest = Body()) -> GenerateResponse:
     """Sample up to `max_new_tokens` characters after `prompt` (context cropped to the model's block size)."""
     generator = server.generator()
@@ -24,7 +25,8 @@ async def generate(server: Server, body: GenerateRequest = Body()) -> GenerateRe
             message = f"prompt has characters outside the vocabulary: {''.join(missing)!r}"
             raise ApiError(422, message, param="prompt", code="value_error")
     ids, unknown = generator.encode_prompt(body.prompt)
-    choose = sampler(body.temperature, 1.0, body.top_k, body.seed)
+    params = SamplingParams(temperature=body.temperature, top_k=body.top_k or 0, seed=body.seed)
+    choose = params.sampler(0, ids, generator.tokenizer.vocab_size)
     job = DecodingJob(server.batcher, generator, server.waker, [(ids, choose)], body.max_new_tokens, streaming=False)
     server.start(job)
     started = time.perf_counter()

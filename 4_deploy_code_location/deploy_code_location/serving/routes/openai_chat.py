@@ -3,28 +3,26 @@ base model continues (as vLLM serves base models), the reply ending at the templ
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from fastapi import APIRouter, Body
 
 from deploy_code_location.chat_template import ChatTemplateError
 from deploy_code_location.onnx_generator import OnnxGenerator
-from deploy_code_location.serving.choices import DONE, ChunkWriter, chat_logprobs, dumps, usage
+from deploy_code_location.serving.choices import ChunkWriter, chat_logprobs, dumps
 from deploy_code_location.serving.errors import ApiError, openai_documented
-from deploy_code_location.serving.event_stream import EventStreamResponse
+from deploy_code_location.serving.generation import Generation
 from deploy_code_location.serving.openai_models import (
     AssistantMessage,
     ChatChoice,
     ChatCompletion,
     ChatCompletionRequest,
 )
-from deploy_code_location.serving.state import Server, ServerState, sampler
-from deploy_code_location.serving.streams import Choice, DecodingJob
+from deploy_code_location.serving.state import Server
+from deploy_code_location.serving.streams import Choice, Piece
 
 router = APIRouter(tags=["OpenAI"])
 
-DEFAULT_MAX_TOKENS = 200
 STREAM_RESPONSE = {
     "description": "The chat completion; with `stream: true`, server-sent events: one `ChatCompletionChunk` per "
     "`data:` line (each choice's role, then its new text, then its `finish_reason`), then `data: [DONE]`.",
@@ -48,50 +46,30 @@ def render_messages(generator: OnnxGenerator, messages: list, add_generation_pro
 @router.post(
     "/v1/chat/completions",
     response_model=ChatCompletion,
-    responses={200: STREAM_RESPONSE, **openai_documented(400, 404, 413, 503)},
+    responses={200: STREAM_RESPONSE, **openai_documented(400, 401, 404, 413, 503)},
 )
 async def chat_completions(server: Server, body: ChatCompletionRequest = Body()):
     """OpenAI's chat completions, on the chat template that ships with the release."""
-    _check(body)
+    params = body.to_sampling_params()
     generator = server.generator()
     server.check_model(body.model, generator)
+    if params.constraint is None:  # the reply ends at the template's turn end too, unless a grammar says where
+        params = replace(params, stop=(*generator.chat_template.stop, *params.stop))
     prompt = render_messages(generator, body.messages)
-    job = _job(server, generator, body, prompt)
-    server.start(job)
-    header = server.response_header("chatcmpl", "chat.completion", generator)
-    prompt_tokens = len(prompt)
+    generation = Generation(server, generator, [prompt], params, bool(body.stream), body.constraint_param)
+    header = generation.header("chatcmpl", "chat.completion")
+    symbols = generator.tokenizer.symbols
     if body.stream:
         writer = ChunkWriter(header | {"object": "chat.completion.chunk"})
-        return EventStreamResponse(_events(server, job, body, writer, prompt_tokens), job, server.stall_watch)
-    started = time.perf_counter()
-    choices = await job.wait()
-    server.metrics.finished(job, time.perf_counter() - started)
-    symbols = generator.tokenizer.symbols
-    return ChatCompletion(
-        **header, choices=[_choice(c, body, symbols) for c in choices], usage=usage(job, prompt_tokens)
-    )
-
-
-def _check(body: ChatCompletionRequest) -> None:
-    if body.stream_options is not None and not body.stream:
-        raise ApiError(400, "stream_options is only allowed with stream: true", "stream_options", "invalid_value")
-    if body.top_logprobs is not None and not body.logprobs:
-        raise ApiError(400, "top_logprobs needs logprobs: true", "top_logprobs", "invalid_value")
-
-
-def _job(server: ServerState, generator: OnnxGenerator, body: ChatCompletionRequest, prompt: str) -> DecodingJob:
-    temperature = 1.0 if body.temperature is None else body.temperature
-    top_p = 1.0 if body.top_p is None else body.top_p
-    ids, _ = generator.encode_prompt(prompt)
-    seeds = [None if body.seed is None else body.seed + choice for choice in range(body.n or 1)]
-    prompts = [(ids, sampler(temperature, top_p, None, seed)) for seed in seeds]
-    user_stops = [] if body.stop is None else [body.stop] if isinstance(body.stop, str) else list(body.stop)
-    stops = [*generator.chat_template.stop, *user_stops]
-    max_tokens = body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS
-    logprobs = (body.top_logprobs or 0) if body.logprobs else None
-    return DecodingJob(
-        server.batcher, generator, server.waker, prompts, max_tokens, stops, logprobs, streaming=bool(body.stream)
-    )
+        roles = b"".join(
+            writer.event(_choice_json(i, {"role": "assistant", "content": ""}))
+            for i in range(len(generation.job.choices))
+        )
+        formatter = _Formatter(generation, writer, symbols)
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
+        return generation.stream(writer, formatter, include_usage, first=roles)
+    choices = await generation.choices()
+    return ChatCompletion(**header, choices=[_choice(c, body, symbols) for c in choices], usage=generation.usage)
 
 
 def _choice(choice: Choice, body: ChatCompletionRequest, symbols) -> ChatChoice:
@@ -104,24 +82,21 @@ def _choice(choice: Choice, body: ChatCompletionRequest, symbols) -> ChatChoice:
     )
 
 
-async def _events(
-    server: ServerState, job: DecodingJob, body: ChatCompletionRequest, writer: ChunkWriter, prompt_tokens: int
-) -> AsyncIterator[bytes]:
-    """Each choice's role first, then its text as it comes (every event of a step in one write), then its end."""
-    started, symbols = time.perf_counter(), job.generator.tokenizer.symbols
-    yield b"".join(writer.event(_choice_json(i, {"role": "assistant", "content": ""})) for i in range(len(job.choices)))
-    async for items in job.updates():
+class _Formatter:
+    """One hand-over's events: each choice's new text (with its log-probabilities), each choice's end."""
+
+    def __init__(self, generation: Generation, writer: ChunkWriter, symbols):
+        self.job, self.writer, self.symbols = generation.job, writer, symbols
+
+    def __call__(self, items: list[tuple[int, Piece | None]]) -> list[bytes]:
         events = []
         for index, piece in items:
             if piece is None:
-                events.append(writer.event(_choice_json(index, {}, None, job.choices[index].finish_reason)))
+                events.append(self.writer.event(_choice_json(index, {}, None, self.job.choices[index].finish_reason)))
                 continue
-            logprobs = chat_logprobs(piece.text, piece.scores, symbols) if piece.scores is not None else None
-            events.append(writer.event(_choice_json(index, {"content": piece.text}, logprobs)))
-        yield b"".join(events)
-    server.metrics.finished(job, time.perf_counter() - started)
-    with_usage = body.stream_options is not None and body.stream_options.include_usage
-    yield (writer.usage_event(usage(job, prompt_tokens)) if with_usage else b"") + DONE
+            logprobs = chat_logprobs(piece.text, piece.scores, self.symbols) if piece.scores is not None else None
+            events.append(self.writer.event(_choice_json(index, {"content": piece.text}, logprobs)))
+        return events
 
 
 def _choice_json(index: int, delta: dict, logprobs: dict | None = None, finish_reason: str | None = None) -> str:
