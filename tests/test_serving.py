@@ -88,36 +88,34 @@ def test_lm_evaluation_harness_scores_the_held_out_split_through_the_server(pipe
 
     url, folder = pipeline_server
     pointer, card = _latest(folder / "releases")
-    release, tokens = folder / "releases" / pointer["path"], folder / "storage" / "etl" / "test_tokens.npy"
-    harness = test_environment(TEST_REQUIREMENTS[0]) / "bin"
-    tasks, out = tmp_path / "tasks", tmp_path / "out"
-    made = subprocess.run([str(harness / "python"), str(ROOT / "tests" / "harness" / "tasks.py"), str(tokens),
-                           str(release / "vocabulary.json"), str(tasks)], capture_output=True, text=True)  # fmt: skip
-    assert made.returncode == 0, made.stderr
+    release, etl = folder / "releases" / pointer["path"], folder / "storage" / "etl"
+    tokens = next(etl / name for name in ("test_tokens.npy", "test_tokens.json") if (etl / name).exists())
+    harness = test_environment(TEST_REQUIREMENTS[0]) / "bin" / "python"
     newline = _post(url, "/tokenize", {"prompt": "\n"})["tokens"][0]
     max_model_len = _post(url, "/tokenize", {"prompt": "a"})["max_model_len"]
     model_args = ",".join([
         f"base_url={url}/v1/completions", "model=char-transformer", "tokenizer_backend=remote",
         "tokenized_requests=False", f"max_length={max_model_len + 2}", f"custom_prefix_token_id={newline}",
     ])  # fmt: skip
+    tasks, output = tmp_path / "tasks", tmp_path / "results.json"
     env = os.environ | {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    command = [str(harness / "lm_eval"), "--model", "local-completions", "--model_args", model_args,
-               "--tasks", "heldout_rolling,heldout_choice", "--include_path", str(tasks), "--batch_size", "16",
-               "--output_path", str(out), "--log_samples"]  # fmt: skip
+    command = [str(harness), str(ROOT / "tests" / "harness" / "run.py"), str(tokens), str(release / "vocabulary.json"),
+               str(tasks), model_args, str(output)]  # fmt: skip
     run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    results = json.loads(next(out.rglob("results_*.json")).read_text())["results"]
+    evaluated = json.loads(output.read_text())
+    results = evaluated["results"]
     documents = [json.loads(line) for line in (tasks / "heldout_rolling.jsonl").read_text().splitlines()]
     text = "".join(doc["text"] for doc in documents)
     bits_per_byte = results["heldout_rolling"]["bits_per_byte,none"]
     nats_per_character = bits_per_byte * math.log(2) * len(text.encode("utf-8")) / len(text)
-    evaluated = card["metrics"]["model"]["loss"]
+    report = card["metrics"]["model"]["loss"]
     accuracy = results["heldout_choice"]["acc,none"]
     print(f"\nlm-eval heldout_rolling: {bits_per_byte:.6f} bits/byte over {len(text)} characters = "
-          f"{nats_per_character:.6f} nats/char; evaluation report: {evaluated:.6f} nats/char "
-          f"({100 * (nats_per_character / evaluated - 1):+.3f} %); heldout_choice accuracy {accuracy:.3f}")  # fmt: skip
-    assert abs(nats_per_character / evaluated - 1) < 0.01
-    samples = [json.loads(line) for line in next(out.rglob("samples_heldout_choice_*.jsonl")).read_text().splitlines()]
+          f"{nats_per_character:.6f} nats/char; evaluation report: {report:.6f} nats/char "
+          f"({100 * (nats_per_character / report - 1):+.3f} %); heldout_choice accuracy {accuracy:.3f}")  # fmt: skip
+    assert abs(nats_per_character / report - 1) < 0.01
+    samples = evaluated["samples"]["heldout_choice"]
     assert len(samples) == 40 and accuracy > 0.25  # better than chance
     for sample in samples[:8]:
         doc, harness_scores = sample["doc"], [float(resp[0][0]) for resp in sample["resps"]]

@@ -170,21 +170,21 @@ def sample_rows(logits: np.ndarray, samplers: list[Sampler]) -> np.ndarray:
     temperatures = np.array([s.temperature for s in samplers], dtype=np.float64)
     greedy = temperatures == 0
     ids = np.argmax(scores, axis=1)
-    if not greedy.all():
-        top_k = np.array([0 if g else s.top_k for s, g in zip(samplers, greedy, strict=True)])
-        limited = (top_k > 0) & (top_k < width)
-        if limited.any():
+    if not greedy.all():  # (a greedy row's filters change nothing: its id is the argmax above)
+        if any(s.top_k for s in samplers):
+            top_k = np.array([s.top_k for s in samplers])
+            limited = (top_k > 0) & (top_k < width)
             kth = -np.sort(-scores[limited], axis=1)[np.arange(limited.sum()), top_k[limited] - 1]
             scores[limited] = np.where(scores[limited] < kth[:, None], -np.inf, scores[limited])
         with np.errstate(over="ignore", under="ignore"):
             probabilities = np.exp(
                 (scores - scores.max(axis=1, keepdims=True)) / np.where(greedy, 1.0, temperatures)[:, None]
             )
-        min_p = np.array([s.min_p for s in samplers])
-        if (min_p > 0).any():  # the best id has weight 1: drop those below min_p of it
+        if any(s.min_p for s in samplers):  # the best id has weight 1: drop those below min_p of it
+            min_p = np.array([s.min_p for s in samplers])
             probabilities = np.where(probabilities < min_p[:, None], 0.0, probabilities)
-        top_p = np.array([1.0 if g else s.top_p for s, g in zip(samplers, greedy, strict=True)])
-        if (top_p < 1.0).any():
+        if any(s.top_p < 1.0 for s in samplers):
+            top_p = np.array([s.top_p for s in samplers])
             nucleus = top_p < 1.0
             probabilities[nucleus] = _nucleus(probabilities[nucleus], top_p[nucleus])
         cumulative = np.cumsum(probabilities, axis=1)
@@ -224,22 +224,20 @@ def _steer(scores: np.ndarray, samplers: list[Sampler], steering: list[int]) -> 
     from deploy_code_location.structured_output import allowed_tokens
 
     allowed = allowed_tokens([samplers[row].grammar for row in grammars], vocab)  # [rows, vocab + 1]
-    widened = np.concatenate([scores, np.full((len(scores), 1), -np.inf)], axis=1)
-    rows = widened[grammars]
+    widened = np.empty((len(scores), vocab + 1))
+    widened[:, :vocab], widened[:, vocab] = scores, -np.inf
+    chosen = slice(None) if len(grammars) == len(scores) else np.array(grammars)  # a slice is cheaper when it can
+    constrained = scores[chosen]
     characters, can_end = allowed[:, :vocab], allowed[:, vocab]
-    refused = np.where(characters, -np.inf, rows[:, :vocab])
-    best = refused.max(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        end = np.where(np.isfinite(best[:, 0]), best[:, 0] + np.log(np.exp(refused - best).sum(axis=1)), -np.inf)
+    # The end's score: the log of the probability mass of every character the grammar refuses here.
+    end = np.logaddexp.reduce(np.where(characters, -np.inf, constrained), axis=1)
     only_end = ~characters.any(axis=1)
-    written = np.array([samplers[row].generated for row in grammars])
-    held = np.array([samplers[row].min_tokens for row in grammars]) > written
-    dead = only_end & ~can_end  # the grammar needs a character outside the vocabulary: end here, incomplete
-    rows[:, :vocab] = np.where(characters, rows[:, :vocab], -np.inf)
-    rows[:, vocab] = np.where(only_end, 0.0, np.where(can_end & ~held, end, -np.inf))
-    for row, is_dead in zip(grammars, dead, strict=True):
-        samplers[row].dead_end = bool(is_dead)
-    widened[grammars] = rows
+    held = np.array([samplers[row].min_tokens > samplers[row].generated for row in grammars])
+    widened[chosen, :vocab] = np.where(characters, constrained, -np.inf)
+    widened[chosen, vocab] = np.where(only_end, 0.0, np.where(can_end & ~held, end, -np.inf))
+    for row, dead in zip(grammars, only_end & ~can_end, strict=True):
+        # Nothing allowed, not even the end: the grammar needs a character outside the vocabulary. End, incomplete.
+        samplers[row].dead_end = bool(dead)
     return widened
 
 

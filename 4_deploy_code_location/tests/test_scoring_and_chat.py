@@ -188,6 +188,18 @@ def test_tokenize_and_detokenize_in_vllms_shapes(server, generator):
     assert status == 422 and "either prompt or messages" in error["detail"][0]["msg"]
 
 
+def test_tokenizer_info_and_max_model_len_in_vllms_shapes(server, generator, client):
+    """What lm-evaluation-harness's remote tokenizer reads: the tokenizer's configuration, the chat template it can
+    render itself, no special tokens but the unknown symbol; and the context length in /v1/models."""
+    status, info = call(server, "/tokenizer_info")
+    assert status == 200 and info["tokenizer_class"] == "CharTokenizer"
+    assert info["chat_template"] == generator.chat_template.source
+    assert info["model_max_length"] == generator.block_size and info["vocab_size"] == generator.tokenizer.vocab_size
+    assert (info["bos_token"], info["eos_token"], info["pad_token"], info["unk_token"]) == (None, None, None, "\ufffd")
+    assert client.models.list().data[0].max_model_len == generator.block_size
+    assert client.models.retrieve(MODEL).max_model_len == generator.block_size
+
+
 def test_logprobs_are_log_probabilities(client):
     top = client.completions.create(model=MODEL, prompt="ROMEO", max_tokens=1, logprobs=5).choices[0]
     values = list(top.logprobs.top_logprobs[0].values())

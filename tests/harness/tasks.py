@@ -66,11 +66,19 @@ def write_tasks(folder: Path, text: str) -> dict[str, list]:
     return tasks
 
 
-def main() -> None:
-    """Write the tasks of a token split (`etl/test_tokens.npy`) decoded with a release's vocabulary."""
+def load_tokens(path: Path):
+    """A token split: one `.npy` array, or a `token-shards/v1` manifest (`.json`) of `.npy` shards beside it."""
     import numpy as np
 
-    tokens, vocabulary, folder = np.load(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+    if path.suffix == ".npy":
+        return np.load(path)
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    return np.concatenate([np.load(path.parent / "shards" / shard["file"]) for shard in manifest["shards"]])
+
+
+def main() -> None:
+    """Write the tasks of a token split (`etl/test_tokens.npy`) decoded with a release's vocabulary."""
+    tokens, vocabulary, folder = load_tokens(Path(sys.argv[1])), Path(sys.argv[2]), Path(sys.argv[3])
     symbols = json.loads(vocabulary.read_text(encoding="utf-8"))["symbols"]
     tasks = write_tasks(folder, "".join(symbols[int(i)] for i in tokens))
     print(json.dumps({name: len(docs) for name, docs in tasks.items()}))
