@@ -178,6 +178,17 @@ def engine(release: str, clients: int, requests: int, tokens: int, grammar: bool
     return json.loads(output.stdout.strip().splitlines()[-1])
 
 
+def engine_mask_cost(release: str) -> dict:
+    """`benchmark_batching --mask-cost`: the grammar mask's own cost per token at 1, 8, 32 and 64 rows."""
+    env = next(env for env in LOCATIONS if (env.path / env.package / "benchmark_batching.py").is_file())
+    command = [str(env.python), "-m", f"{env.package}.benchmark_batching", "--release", release, "--mask-cost",
+               "--regex", GRAMMAR_REGEX]  # fmt: skip
+    output = subprocess.run(command, cwd=env.path, capture_output=True, text=True)
+    if output.returncode:
+        sys.exit(f"benchmark_batching failed:\n{output.stderr[-2000:]}")
+    return json.loads(output.stdout.strip().splitlines()[-1])
+
+
 def _start_server() -> tuple[subprocess.Popen, str]:
     port = free_port()
     server = subprocess.Popen(
@@ -242,6 +253,9 @@ def main() -> None:
         if mask_cost:
             costs = ", ".join(f"{cost:+.1f} us at {clients} clients" for clients, cost in mask_cost.items())
             print(f"grammar mask, engine decoding thread CPU per token (with less without): {costs}")
+            alone = engine_mask_cost(release)
+            print("the mask alone, sampling CPU per token (with less without): "
+                  + ", ".join(f"{f['mask_us']:+.1f} us at {rows} rows" for rows, f in alone.items()))  # fmt: skip
     finally:
         if server is not None:
             os.killpg(server.pid, signal.SIGINT)
