@@ -128,6 +128,22 @@ def test_github_workflows_follow_the_workflow_schema():
         assert f"{env.name}: ['{env.folder}/**', 'shared_code_location/**']" in deploy
 
 
+def test_the_webserver_and_daemon_upload_no_logs_in_compose_or_kubernetes():
+    """Dagster's webserver and daemon upload $DAGSTER_HOME/logs/ unless DAGSTER_DISABLE_TELEMETRY is set, whatever
+    dagster.yaml says (docs/settings.md; tests/test_private_logs.py shows it on the real webserver)."""
+    dockerfile = (ROOT / COMPOSE_DIR / "dagster.Dockerfile").read_text()
+    assert "DAGSTER_DISABLE_TELEMETRY=1" in dockerfile.split("\nCMD", 1)[0]
+    compose = yaml.safe_load((ROOT / COMPOSE_DIR / "compose.yaml").read_text())["services"]
+    assert {compose[name]["build"]["dockerfile"] for name in ("webserver", "daemon")} == {
+        "deploy/compose/dagster.Dockerfile"
+    }
+    assert yaml.safe_load((ROOT / COMPOSE_DIR / "dagster.yaml").read_text())["telemetry"] == {"enabled": False}
+    values = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "values.yaml").read_text())
+    assert values["telemetry"] == {"enabled": False}
+    for service in ("dagsterWebserver", "dagsterDaemon"):
+        assert values[service]["env"]["DAGSTER_DISABLE_TELEMETRY"] == "1", service
+
+
 def test_dagster_plus_builds_one_image_per_location():
     locations = yaml.safe_load((ROOT / "dagster_cloud.yaml").read_text())["locations"]
     registries = [entry["build"]["registry"] for entry in locations]

@@ -1,7 +1,9 @@
 """Every location materialized for real, each in its own venv, with the tiny preset; and failures with their cause."""
 
 import json
+import re
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -109,6 +111,9 @@ def test_a_failure_prints_its_cause_and_stops_the_pipeline(make_input, cause, is
     assert "1_etl failed:" in result.stderr
     assert cause.format("etl_code_location.defs.ingest", folder=inputs) in result.stderr, result.stderr
     assert "[2/" not in result.stdout
+    # The log it names is where nothing moves it (docs/settings.md), and is there.
+    log = Path(re.search(r"\(Dagster's log: (\S+)\)", result.stderr).group(1))
+    assert log.parent == Path(isolated_env["ML_PIPELINE_DAGSTER_HOME"]) / "pipeline_logs" and log.is_file()
 
 
 def test_options_that_fit_no_location_are_refused_before_anything_runs(isolated_env):

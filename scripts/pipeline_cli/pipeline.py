@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from pipeline_cli.instance import dagster_env, ensure_dagster_home
+from pipeline_cli.instance import dagster_env, ensure_dagster_home, log_folder
 from pipeline_cli.locations import Environment
 
 _RUNS = "shared_code_location.runtime.runs"
@@ -127,7 +127,7 @@ def run_pipeline(
 ) -> list[dict[str, Any]]:
     """Run `locations` in order; stop at the first failure with a `PipelineError` that gives its cause."""
     check_options(locations, options)
-    logs = ensure_dagster_home() / "logs"
+    logs = log_folder(ensure_dagster_home())
     logs.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     reports = []
