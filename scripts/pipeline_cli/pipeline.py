@@ -78,7 +78,8 @@ def _failure_text(failure: dict[str, Any]) -> str:
     if "check" in failure:
         seen = ", ".join(f"{k}={v}" for k, v in failure["metadata"].items())
         kind = "blocking check" if failure["blocking"] else "check"
-        return f"{kind} {failure['check']} on {failure['asset']} did not pass" + (f" ({seen})" if seen else "")
+        text = f"{kind} {failure['check']} on {failure['asset']} did not pass" + (f" ({seen})" if seen else "")
+        return text + (f"\n    {failure['description']}" if failure.get("description") else "")
     if "step" in failure:
         return f"{failure['step'].replace('__', '/')}: {failure['error']}"
     return failure["error"]
