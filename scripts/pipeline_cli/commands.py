@@ -60,7 +60,8 @@ def cli() -> None:
 @cli.command()
 @click.option("--force", is_flag=True, help="Reinstall every environment even if nothing changed.")
 def setup(force: bool) -> None:
-    """Create one virtual environment per code location (and the shared package's), with uv.
+    """Create the root environment (.venv: click, uv, the webserver, dg), then one virtual environment per code
+    location and for the shared package, with uv.
 
     Idempotent: an environment whose lock file and pyproject are unchanged is skipped, so a re-run takes seconds.
     """
