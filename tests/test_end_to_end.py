@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import EXPERIMENTS, EXPERIMENTS_YAML, LOCATION_NAMES, ROOT, copy_checkout, run_cli
+from conftest import EXPERIMENTS, EXPERIMENTS_YAML, LOCATION_NAMES, ROOT, copy_checkout, run_cli, set_experiments
 
 
 def test_pipeline_produces_a_release_that_onnx_runtime_serves(tiny_pipeline):
@@ -111,9 +111,28 @@ def test_a_failure_prints_its_cause_and_stops_the_pipeline(make_input, cause, is
     assert "1_etl failed:" in result.stderr
     assert cause.format("etl_code_location.defs.ingest", folder=inputs) in result.stderr, result.stderr
     assert "[2/" not in result.stdout
+    # The steps Dagster did not run after the failure: one line, not one each.
+    assert "Not executing" not in result.stdout
+    assert result.stdout.count("not run, as a step they need failed: ") == 1, result.stdout
     # The log it names is where nothing moves it (docs/settings.md), and is there.
     log = Path(re.search(r"\(Dagster's log: (\S+)\)", result.stderr).group(1))
     assert log.parent == Path(isolated_env["ML_PIPELINE_DAGSTER_HOME"]) / "pipeline_logs" and log.is_file()
+
+
+def test_a_yaml_mistake_stops_the_run_before_anything_runs_and_reads_as_dg_shows_it(isolated_env, tmp_path):
+    # The fourth experiment misspells a field. Every location loads first: the ETL does not run, and the error is
+    # dg's (file, line, entry and field, the lines around it), not the end of a traceback.
+    fork = copy_checkout(tmp_path / "fork")
+    entries = [{"name": name, "preset": "tiny"} for name in ("a", "b", "c")]
+    set_experiments(fork, [*entries, {"name": "d", "preset": "tiny", "overides": {"max_iters": 10}}])
+    result = run_cli("run", env=isolated_env, root=fork)
+    assert result.returncode != 0
+    assert "[1/" not in result.stdout, result.stdout
+    path = fork / EXPERIMENTS_YAML.relative_to(ROOT)
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if "overides" in text)
+    assert "error: 2_model: its definitions do not load, so nothing ran:" in result.stderr
+    assert f"{path}:{line} - " in result.stderr and "attributes.experiments.3.overides" in result.stderr
+    assert "'overides' was unexpected" in result.stderr and "Traceback" not in result.stderr, result.stderr
 
 
 def test_options_that_fit_no_location_are_refused_before_anything_runs(isolated_env):
