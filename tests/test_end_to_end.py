@@ -62,21 +62,35 @@ def test_pipeline_produces_a_release_that_onnx_runtime_serves(tiny_pipeline):
     assert json.loads((releases / "latest.json").read_text()) == latest
 
 
-def test_other_config_retrains_one_experiment_and_a_bad_preset_variable_fails_the_run(tiny_pipeline):
-    env, _, _ = tiny_pipeline
-    first, other = EXPERIMENTS[0], EXPERIMENTS[1]
-    args = ("run", "--preset", "tiny", "--set", "max_iters=200", "--from", "2_model", "--experiment", other)
-    retrain = run_cli(*args, env=env)
-    assert retrain.returncode == 0, retrain.stdout + retrain.stderr
-    assert f"model/trained_model[{other}]: run config differs from the last materialization's" in retrain.stdout
-    assert f"evaluate/evaluation_report[{other}]: new data in model/trained_model" in retrain.stdout
-    assert f"[{first}]" not in retrain.stdout  # the other experiment is not touched
-    assert "model/trained_model: step 200/200" in retrain.stdout
-    assert "deploy/leaderboard: new data in evaluate/evaluation_report" in retrain.stdout
+def test_an_added_experiment_that_loses_trains_alone_and_releases_nothing_new(tiny_pipeline, tmp_path):
+    # A fork adds an experiment that trains fewer steps than the others: it is trained and evaluated alone, the
+    # leaderboard ranks it, and since the winner (and its model) stay, nothing is exported or released again.
+    env, folder, _ = tiny_pipeline
+    releases = folder / "releases"
+    before = (sorted(p.name for p in (releases / "releases").iterdir()), (releases / "latest.json").read_text())
+    fork = copy_checkout(tmp_path / "fork")
+    shipped = yaml.safe_load(EXPERIMENTS_YAML.read_text())["attributes"]["experiments"]
+    set_experiments(fork, [*shipped, {"name": "loser", "preset": "tiny"}])
+    args = ("run", "--preset", "tiny", "--set", "max_iters=200", "--from", "2_model", "--experiment", "loser")
+    result = run_cli(*args, env=env, root=fork)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "model/trained_model[loser]: never materialized" in result.stdout
+    assert "evaluate/evaluation_report[loser]: never materialized" in result.stdout
+    for other in EXPERIMENTS:
+        assert f"[{other}]" not in result.stdout  # the other experiments are not touched
+    assert "model/trained_model: step 200/200" in result.stdout
+    assert "deploy/leaderboard: new data in evaluate/evaluation_report" in result.stdout
+    assert "up to date after all, as what they read kept its data version: deploy/onnx_model, deploy/release" in (
+        result.stdout
+    )
+    board = json.loads((folder / "storage" / "deploy" / "leaderboard.json").read_text())
+    assert "loser" in [row["experiment"] for row in board["rows"]] and board["winner"] != "loser"
+    # No new ONNX export, release folder, pointer move or history entry (there were, for the same model).
+    assert (sorted(p.name for p in (releases / "releases").iterdir()), (releases / "latest.json").read_text()) == before
 
     unknown = run_cli("run", "--only", "2_model", "--experiment", "nope", env=env)
     assert unknown.returncode != 0
-    assert f"no experiment named 'nope'; the experiments are: {', '.join(EXPERIMENTS)}" in unknown.stderr
+    assert "no experiment named 'nope'; the experiments are: " in unknown.stderr
 
     bad = run_cli("run", "--only", "2_model", "--force", env=env | {"ML_PIPELINE_TRAINING_PRESET": "nope"})
     assert bad.returncode != 0
@@ -166,7 +180,7 @@ def test_an_experiment_of_two_workers_trains_on_ray_in_cli_run_and_is_ranked_bes
     assert "model/trained_model: starting a local Ray cluster on 127.0.0.1" in result.stdout
     assert "model/trained_model: training " in result.stdout and "× 2 workers" in result.stdout  # through Pipes
     assert "two-workers: validation loss" in result.stdout and "on 2 workers on Ray" in result.stdout
-    latest = json.loads((folder / "releases" / "latest.json").read_text())
-    card = json.loads((folder / "releases" / latest["path"] / "model_card.json").read_text())
-    ranked = {row["experiment"]: row for row in card["experiment"]["leaderboard"]}
+    # Ranked by the leaderboard (a release follows only if it won: the winner's model is what a release changes).
+    board = json.loads((folder / "storage" / "deploy" / "leaderboard.json").read_text())
+    ranked = {row["experiment"]: row for row in board["rows"]}
     assert sorted(ranked) == sorted([*EXPERIMENTS, "two-workers"])

@@ -33,7 +33,7 @@ import dagster as dg
 
 from shared_code_location.contract.asset_keys import SUMMARY_METADATA_KEY
 from shared_code_location.contract.experiments import EXPERIMENTS, declared_experiments, sync_partitions
-from shared_code_location.runtime.staleness import Target, op_defs, stale_assets
+from shared_code_location.runtime.staleness import Target, op_defs, stale_assets, waits_on_upstream
 
 #: The line a location prints on stdout once its definitions loaded, before the JSON of its config fields.
 READY = "READY "
@@ -223,7 +223,12 @@ def load_error(error: BaseException) -> str:
 
 def run(defs: dg.Definitions, options: Mapping[str, Any], force: bool) -> dict[str, Any]:
     """Plan and run one location; the report the CLI prints. `options["experiment"]` restricts partitioned
-    assets to that experiment's partition."""
+    assets to that experiment's partition.
+
+    Runs in waves: first what is stale for its own reasons, one run for the unpartitioned assets, then one per
+    partition; then it plans again for what was stale only because an upstream asset it just ran is rebuilt.
+    What that upstream left with its data version (the leaderboard, its winner unchanged) is then up to date:
+    nothing is re-exported or re-released for a loser."""
     try:
         run_config = run_config_for(defs, options)
     except ValueError as error:
@@ -252,25 +257,54 @@ def run(defs: dg.Definitions, options: Mapping[str, Any], force: bool) -> dict[s
         else:
             stale = stale_assets(defs, instance, run_config, partitions)
         report: dict[str, Any] = {"stale": {str(target): why for target, why in stale.items()}}
-        for target, why in report["stale"].items():
-            _progress(f"{target}: {why}")
-        if not stale:
+        reports: list[dict[str, Any]] = []
+        settled: set[Target] = set()
+        kept: list[Target] = []  # stale only for an upstream rebuild, which kept its data version
+        while stale:
+            # The first stale target in dependency order never waits on another, so a wave is never empty.
+            wave = {target: why for target, why in stale.items() if not waits_on_upstream(why)} or stale
+            for target, why in wave.items():
+                _progress(f"{target}: {why}")
+            ran = _run_wave(defs, wave, run_config, instance)
+            reports += ran
+            settled |= set(wave)
+            if not all(r["success"] for r in ran):
+                break
+            waiting = [target for target in stale if target not in settled]
+            replanned = stale_assets(defs, instance, run_config, partitions, settled) if waiting else {}
+            stale = {target: why for target, why in replanned.items() if target in waiting}
+            kept += [target for target in waiting if target not in stale]
+        if kept:
+            names = ", ".join(map(str, kept))
+            _progress(f"up to date after all, as what they read kept its data version: {names}")
+        if not reports:
             return report | {"success": True, "failures": [], "materialized": []}
-        # One run for the unpartitioned assets, then one per partition (a run materializes one partition).
-        batches: dict[str | None, list[dg.AssetKey]] = {}
-        for target in stale:
-            batches.setdefault(target.partition, []).append(target.key)
-        reports = []
-        for partition in sorted(batches, key=lambda p: (p is not None, p or "")):
-            if partition is not None:
-                _progress(f"experiment {partition}")
-            reports.append(run_report(materialize(defs, batches[partition], run_config, instance, partition)))
         return report | {
             "run_id": ", ".join(r["run_id"] for r in reports),
             "success": all(r["success"] for r in reports),
             "failures": [failure for r in reports for failure in r["failures"]],
             "materialized": [entry for r in reports for entry in r["materialized"]],
         }
+
+
+def _run_wave(
+    defs: dg.Definitions, wave: Mapping[Target, str], run_config: Mapping[str, Any], instance: dg.DagsterInstance
+) -> list[dict[str, Any]]:
+    """Materialize `wave`: one run for the unpartitioned assets, then one per partition (a run materializes one
+    partition); their reports, each failure naming its partition."""
+    batches: dict[str | None, list[dg.AssetKey]] = {}
+    for target in wave:
+        batches.setdefault(target.partition, []).append(target.key)
+    reports = []
+    for partition in sorted(batches, key=lambda p: (p is not None, p or "")):
+        if partition is not None:
+            _progress(f"experiment {partition}")
+        report = run_report(materialize(defs, batches[partition], run_config, instance, partition))
+        for failure in report["failures"]:
+            if partition is not None and "asset" in failure:
+                failure["asset"] += f"[{partition}]"
+        reports.append(report)
+    return reports
 
 
 def _partitions_of(

@@ -4,9 +4,12 @@ An asset is stale when it was never materialized, when its code version changed 
 data version differs from the one it read (`contract/versions.py`), when its experiment's declaration changed, or
 when the run asks its ops for other config than its last materialization ran with. That is what the UI shows too,
 so that a re-run with unchanged code, data and config trains nothing.
+
+An asset stale only because an upstream asset of the same location is rebuilt is decided again once that upstream
+ran (`waits_on_upstream`): if the upstream kept its data version (the leaderboard keeps its winner), it is not.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import dagster as dg
@@ -19,6 +22,9 @@ from shared_code_location.contract.versions import (
     latest_materialization,
 )
 from shared_code_location.private_dagster import CODE_VERSION_TAG
+
+#: The reason of a target stale only because an upstream asset of its location is rebuilt: its start and end.
+_REBUILT = ("upstream ", " is rebuilt")
 
 
 class Target(NamedTuple):
@@ -36,9 +42,11 @@ def stale_assets(
     instance: dg.DagsterInstance,
     run_config: Mapping[str, Any] | None = None,
     partitions: Sequence[str] | None = None,
+    settled: Collection[Target] = (),
 ) -> dict[Target, str]:
     """What of `defs` a run must rebuild (each asset, or each partition of a partitioned asset, restricted to
-    `partitions` when given), each with the reason, in dependency order.
+    `partitions` when given), each with the reason, in dependency order. `settled`: targets this run already
+    materialized, neither stale again nor a reason for their children to be.
 
     Reasons: reads input from outside Dagster (`EXTERNAL_INPUT_TAG`); never materialized; code version changed;
     an upstream asset in `defs` is rebuilt; an input has a new data version since it was read; the experiment's
@@ -59,6 +67,8 @@ def stale_assets(
         declared = getattr(declared, "value", declared) or {}
         for partition in targets:
             target = Target(key, partition)
+            if target in settled:
+                continue
             if source := node.tags.get(EXTERNAL_INPUT_TAG):
                 stale[target] = f"reads from outside Dagster ({source}): only a run can tell whether it changed"
                 continue
@@ -73,7 +83,7 @@ def stale_assets(
                 continue
             parents = sorted(node.parent_keys, key=str)
             if rebuilt := [str(p.to_user_string()) for p in parents if _parent_stale(stale, graph, p, partition)]:
-                stale[target] = f"upstream {', '.join(rebuilt)} is rebuilt"
+                stale[target] = f"{_REBUILT[0]}{', '.join(rebuilt)}{_REBUILT[1]}"
                 continue
             if changed := [
                 p.to_user_string() for p in parents if _input_changed(instance, graph, p, partition, record)
@@ -90,6 +100,12 @@ def stale_assets(
                 if any(previous.get(name, {}) != requested_ops.get(name, {}) for name in op_names):
                     stale[target] = "run config differs from the last materialization's"
     return stale
+
+
+def waits_on_upstream(reason: str) -> bool:
+    """Whether `reason` is only that an upstream asset of the same location is rebuilt: a target to decide again
+    once that upstream ran, when its new data version is known."""
+    return reason.startswith(_REBUILT[0]) and reason.endswith(_REBUILT[1])
 
 
 def _parent_partitions(graph: Any, parent: dg.AssetKey, partition: str | None) -> list[str | None] | None:
