@@ -23,6 +23,9 @@ def test_pipeline_produces_a_release_that_onnx_runtime_serves(tiny_pipeline):
         assert f"model/trained_model[{experiment}]: never materialized" in result.stdout
         assert f"evaluate/evaluation_report[{experiment}]: never materialized" in result.stdout
     assert "model/trained_model: step 300/300" in result.stdout
+    # One line says what --preset did, once, before anything runs.
+    preset_line = "--preset tiny: replaces each experiment's own preset and overrides"
+    assert result.stdout.count(preset_line) == 1 and result.stdout.index(preset_line) < result.stdout.index("[1/")
     assert "deploy/leaderboard: released experiment: " in result.stdout
     releases = folder / "releases"
     latest = json.loads((releases / "latest.json").read_text())

@@ -20,6 +20,7 @@ import click
 
 from pipeline_cli.instance import dagster_env, ensure_dagster_home, log_folder
 from pipeline_cli.locations import Environment
+from shared_code_location import settings
 
 _RUNS = "shared_code_location.runtime.runs"
 #: What a location prints once loaded, before its config fields (shared_code_location.runtime.runs.READY).
@@ -172,6 +173,14 @@ def run_pipeline(
             reports = {run.env.name: run.finish() for run in broken}
             raise PipelineError("\n".join(load_failure(r.env, reports[r.env.name], r.log_path) for r in broken))
         check_options(knobs, options)
+        takes_preset = any("preset" in fields for ops in knobs.values() for fields in ops.values())
+        if takes_preset and (preset := options.get("preset") or settings.TRAINING_PRESET.get()):
+            source = "--preset" if options.get("preset") else settings.TRAINING_PRESET.name
+            click.secho(
+                f"{source} {preset}: replaces each experiment's own preset and overrides (its workers stay); a run "
+                "without it retrains them with their own",
+                fg="yellow",
+            )
         reports = []
         for position, run in enumerate(runs, 1):
             click.secho(f"[{position}/{len(runs)}] {run.env.name}", bold=True)
