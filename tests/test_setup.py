@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, copy_checkout, run_cli
 from pipeline_cli.environments import LOCK_FILES, machine_torch_variant
 from pipeline_cli.locations import ENVIRONMENTS, LOCATIONS
 
@@ -71,3 +71,16 @@ def test_setup_help_on_a_fresh_clone_installs_nothing(tmp_path):
         assert result.stdout.startswith("Usage: cli.py setup [OPTIONS]") and "--force" in result.stdout
         assert "Reinstall every environment" in result.stdout and "bootstrapping" not in result.stdout
     assert not (tmp_path / ".venv").exists()
+
+
+def test_cli_test_fails_a_suite_that_collects_no_test_unless_k_selected_none(tmp_path):
+    """pytest exits 5 when it collects nothing: `cli.py test` passes that only when `-k` selected nothing of the
+    suite; a suite whose tests are gone fails (it used to pass, and CI with it)."""
+    fork = copy_checkout(tmp_path / "fork")
+    tests = fork / "shared_code_location" / "tests"
+    for path in tests.glob("test_*.py"):
+        path.unlink()
+    empty = run_cli("test", "shared", root=fork)
+    assert empty.returncode == 1 and "shared      FAILED" in empty.stdout, empty.stdout
+    selected_none = run_cli("test", "shared", "-k", "no_such_test", root=fork)
+    assert selected_none.returncode == 0 and "shared      passed" in selected_none.stdout, selected_none.stdout
