@@ -2,7 +2,8 @@
 
 The CLI knows no asset, op or preset. Each location answers through `python -m shared_code_location.runtime.runs`:
 which of its ops take the user's `--preset` and `--set` fields (and which values they allow), which assets are stale
-and why, and, from Dagster's run and check events, what failed and the cause.
+and why, and, from Dagster's run and check events, what failed and the cause. Every location's process starts at
+once and loads its definitions before any of them runs: a mistake in any location stops the run before the first.
 """
 
 from __future__ import annotations
