@@ -247,7 +247,9 @@ def test_every_container_stops_within_seconds_and_the_history_survives_down_and_
         # it must still stop on its signal, before the engine kills it. The others must stop within STOP_LIMIT.
         grace = declared[service].get("stop_grace_period")
         timeout = int(grace.removesuffix("s")) if grace else 10
-        for name in containers_of(service):
+        names = containers_of(service)
+        assert names, f"no running container of service {service}: it would never be timed"
+        for name in names:
             started = time.monotonic()
             run("stop", "-t", str(timeout), name)
             seconds = time.monotonic() - started

@@ -6,7 +6,6 @@ are rendered from."""
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 import yaml
@@ -128,6 +127,32 @@ def test_github_workflows_follow_the_workflow_schema():
         assert f"{env.name}: ['{env.folder}/**', 'shared_code_location/**']" in deploy
 
 
+def test_ci_on_github_fails_when_the_container_tests_cannot_run():
+    """GitHub's runners have Docker: CI there makes the image and Compose tests required, as .ci/run does, so that
+    they cannot all skip and still pass (tests/containers.py)."""
+    ci = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    steps = [step for job in ci["jobs"].values() for step in job["steps"]]
+    tests = [step for step in steps if "cli.py test" in step.get("run", "")]
+    assert tests and all(step.get("env", {}).get("CI_REQUIRE_CONTAINER_TESTS") == "1" for step in tests), tests
+    assert "export CI_REQUIRE_CONTAINER_TESTS=1" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_webserver_and_daemon_upload_no_logs_in_compose_or_kubernetes():
+    """Dagster's webserver and daemon upload $DAGSTER_HOME/logs/ unless DAGSTER_DISABLE_TELEMETRY is set, whatever
+    dagster.yaml says (docs/settings.md; tests/test_private_logs.py shows it on the real webserver)."""
+    dockerfile = (ROOT / COMPOSE_DIR / "dagster.Dockerfile").read_text()
+    assert "DAGSTER_DISABLE_TELEMETRY=1" in dockerfile.split("\nCMD", 1)[0]
+    compose = yaml.safe_load((ROOT / COMPOSE_DIR / "compose.yaml").read_text())["services"]
+    assert {compose[name]["build"]["dockerfile"] for name in ("webserver", "daemon")} == {
+        "deploy/compose/dagster.Dockerfile"
+    }
+    assert yaml.safe_load((ROOT / COMPOSE_DIR / "dagster.yaml").read_text())["telemetry"] == {"enabled": False}
+    values = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "values.yaml").read_text())
+    assert values["telemetry"] == {"enabled": False}
+    for service in ("dagsterWebserver", "dagsterDaemon"):
+        assert values[service]["env"]["DAGSTER_DISABLE_TELEMETRY"] == "1", service
+
+
 def test_dagster_plus_builds_one_image_per_location():
     locations = yaml.safe_load((ROOT / "dagster_cloud.yaml").read_text())["locations"]
     registries = [entry["build"]["registry"] for entry in locations]
@@ -169,10 +194,14 @@ def test_the_serving_lock_pins_what_the_deploy_lock_pins():
             line.split("==") for line in path.read_text().splitlines() if "==" in line and not line.startswith("#")
         )
 
-    serving = pins(ROOT / "4_deploy_code_location" / "requirements-serving.in")
-    deploy = pins(ROOT / "4_deploy_code_location" / "requirements.lock")
-    assert {name: deploy.get(name) for name in serving} == serving
-    assert sys.version_info >= (3, 11)
+    location = ROOT / "4_deploy_code_location"
+    wanted, serving = pins(location / "requirements-serving.in"), pins(location / "requirements-serving.lock")
+    deploy = pins(location / "requirements.lock")
+    assert {name: serving.get(name) for name in wanted} == wanted  # the serving image installs what it asks for
+    # ... at the versions the deploy location's tests ran with: every package the two locks share, dependencies too.
+    shared = serving.keys() & deploy.keys()
+    assert len(shared) > len(wanted)
+    assert {name: serving[name] for name in shared} == {name: deploy[name] for name in shared}
 
 
 def test_a_location_moves_to_its_own_repository(tmp_path):

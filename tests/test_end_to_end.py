@@ -1,12 +1,14 @@
 """Every location materialized for real, each in its own venv, with the tiny preset; and failures with their cause."""
 
 import json
+import re
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import EXPERIMENTS, EXPERIMENTS_YAML, LOCATION_NAMES, ROOT, copy_checkout, run_cli
+from conftest import EXPERIMENTS, EXPERIMENTS_YAML, LOCATION_NAMES, ROOT, copy_checkout, run_cli, set_experiments
 
 
 def test_pipeline_produces_a_release_that_onnx_runtime_serves(tiny_pipeline):
@@ -21,6 +23,9 @@ def test_pipeline_produces_a_release_that_onnx_runtime_serves(tiny_pipeline):
         assert f"model/trained_model[{experiment}]: never materialized" in result.stdout
         assert f"evaluate/evaluation_report[{experiment}]: never materialized" in result.stdout
     assert "model/trained_model: step 300/300" in result.stdout
+    # One line says what --preset did, once, before anything runs.
+    preset_line = "--preset tiny: replaces each experiment's own preset and overrides"
+    assert result.stdout.count(preset_line) == 1 and result.stdout.index(preset_line) < result.stdout.index("[1/")
     assert "deploy/leaderboard: released experiment: " in result.stdout
     releases = folder / "releases"
     latest = json.loads((releases / "latest.json").read_text())
@@ -60,21 +65,35 @@ def test_pipeline_produces_a_release_that_onnx_runtime_serves(tiny_pipeline):
     assert json.loads((releases / "latest.json").read_text()) == latest
 
 
-def test_other_config_retrains_one_experiment_and_a_bad_preset_variable_fails_the_run(tiny_pipeline):
-    env, _, _ = tiny_pipeline
-    first, other = EXPERIMENTS[0], EXPERIMENTS[1]
-    args = ("run", "--preset", "tiny", "--set", "max_iters=200", "--from", "2_model", "--experiment", other)
-    retrain = run_cli(*args, env=env)
-    assert retrain.returncode == 0, retrain.stdout + retrain.stderr
-    assert f"model/trained_model[{other}]: run config differs from the last materialization's" in retrain.stdout
-    assert f"evaluate/evaluation_report[{other}]: new data in model/trained_model" in retrain.stdout
-    assert f"[{first}]" not in retrain.stdout  # the other experiment is not touched
-    assert "model/trained_model: step 200/200" in retrain.stdout
-    assert "deploy/leaderboard: new data in evaluate/evaluation_report" in retrain.stdout
+def test_an_added_experiment_that_loses_trains_alone_and_releases_nothing_new(tiny_pipeline, tmp_path):
+    # A fork adds an experiment that trains fewer steps than the others: it is trained and evaluated alone, the
+    # leaderboard ranks it, and since the winner (and its model) stay, nothing is exported or released again.
+    env, folder, _ = tiny_pipeline
+    releases = folder / "releases"
+    before = (sorted(p.name for p in (releases / "releases").iterdir()), (releases / "latest.json").read_text())
+    fork = copy_checkout(tmp_path / "fork")
+    shipped = yaml.safe_load(EXPERIMENTS_YAML.read_text())["attributes"]["experiments"]
+    set_experiments(fork, [*shipped, {"name": "loser", "preset": "tiny"}])
+    args = ("run", "--preset", "tiny", "--set", "max_iters=200", "--from", "2_model", "--experiment", "loser")
+    result = run_cli(*args, env=env, root=fork)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "model/trained_model[loser]: never materialized" in result.stdout
+    assert "evaluate/evaluation_report[loser]: never materialized" in result.stdout
+    for other in EXPERIMENTS:
+        assert f"[{other}]" not in result.stdout  # the other experiments are not touched
+    assert "model/trained_model: step 200/200" in result.stdout
+    assert "deploy/leaderboard: new data in evaluate/evaluation_report" in result.stdout
+    assert "up to date after all, as what they read kept its data version: deploy/onnx_model, deploy/release" in (
+        result.stdout
+    )
+    board = json.loads((folder / "storage" / "deploy" / "leaderboard.json").read_text())
+    assert "loser" in [row["experiment"] for row in board["rows"]] and board["winner"] != "loser"
+    # No new ONNX export, release folder, pointer move or history entry (there were, for the same model).
+    assert (sorted(p.name for p in (releases / "releases").iterdir()), (releases / "latest.json").read_text()) == before
 
     unknown = run_cli("run", "--only", "2_model", "--experiment", "nope", env=env)
     assert unknown.returncode != 0
-    assert f"no experiment named 'nope'; the experiments are: {', '.join(EXPERIMENTS)}" in unknown.stderr
+    assert "no experiment named 'nope'; the experiments are: " in unknown.stderr
 
     bad = run_cli("run", "--only", "2_model", "--force", env=env | {"ML_PIPELINE_TRAINING_PRESET": "nope"})
     assert bad.returncode != 0
@@ -109,6 +128,28 @@ def test_a_failure_prints_its_cause_and_stops_the_pipeline(make_input, cause, is
     assert "1_etl failed:" in result.stderr
     assert cause.format("etl_code_location.defs.ingest", folder=inputs) in result.stderr, result.stderr
     assert "[2/" not in result.stdout
+    # The steps Dagster did not run after the failure: one line, not one each.
+    assert "Not executing" not in result.stdout
+    assert result.stdout.count("not run, as a step they need failed: ") == 1, result.stdout
+    # The log it names is where nothing moves it (docs/settings.md), and is there.
+    log = Path(re.search(r"\(Dagster's log: (\S+)\)", result.stderr).group(1))
+    assert log.parent == Path(isolated_env["ML_PIPELINE_DAGSTER_HOME"]) / "pipeline_logs" and log.is_file()
+
+
+def test_a_yaml_mistake_stops_the_run_before_anything_runs_and_reads_as_dg_shows_it(isolated_env, tmp_path):
+    # The fourth experiment misspells a field. Every location loads first: the ETL does not run, and the error is
+    # dg's (file, line, entry and field, the lines around it), not the end of a traceback.
+    fork = copy_checkout(tmp_path / "fork")
+    entries = [{"name": name, "preset": "tiny"} for name in ("a", "b", "c")]
+    set_experiments(fork, [*entries, {"name": "d", "preset": "tiny", "overides": {"max_iters": 10}}])
+    result = run_cli("run", env=isolated_env, root=fork)
+    assert result.returncode != 0
+    assert "[1/" not in result.stdout, result.stdout
+    path = fork / EXPERIMENTS_YAML.relative_to(ROOT)
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if "overides" in text)
+    assert "error: 2_model: its definitions do not load, so nothing ran:" in result.stderr
+    assert f"{path}:{line} - " in result.stderr and "attributes.experiments.3.overides" in result.stderr
+    assert "'overides' was unexpected" in result.stderr and "Traceback" not in result.stderr, result.stderr
 
 
 def test_options_that_fit_no_location_are_refused_before_anything_runs(isolated_env):
@@ -142,7 +183,7 @@ def test_an_experiment_of_two_workers_trains_on_ray_in_cli_run_and_is_ranked_bes
     assert "model/trained_model: starting a local Ray cluster on 127.0.0.1" in result.stdout
     assert "model/trained_model: training " in result.stdout and "× 2 workers" in result.stdout  # through Pipes
     assert "two-workers: validation loss" in result.stdout and "on 2 workers on Ray" in result.stdout
-    latest = json.loads((folder / "releases" / "latest.json").read_text())
-    card = json.loads((folder / "releases" / latest["path"] / "model_card.json").read_text())
-    ranked = {row["experiment"]: row for row in card["experiment"]["leaderboard"]}
+    # Ranked by the leaderboard (a release follows only if it won: the winner's model is what a release changes).
+    board = json.loads((folder / "storage" / "deploy" / "leaderboard.json").read_text())
+    ranked = {row["experiment"]: row for row in board["rows"]}
     assert sorted(ranked) == sorted([*EXPERIMENTS, "two-workers"])

@@ -60,6 +60,7 @@ def test_new_location_is_listed_everywhere_and_passes_its_own_test(fork):
     assert run_cli("lint", root=fork).returncode == 0  # what it rendered passes ruff, as the rest does
     tested = run_cli("test", "5_monitoring", root=fork)
     assert tested.returncode == 0 and "1 passed, 0 failed" in tested.stdout, tested.stdout + tested.stderr
+    assert "Warning" not in tested.stdout, tested.stdout  # the scaffold is on Dagster's current APIs
 
 
 def skeleton(folder, package: str) -> set[str]:

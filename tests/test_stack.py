@@ -5,6 +5,7 @@ Faults: a code server killed, PostgreSQL restarted, the stack stopped and starte
 import contextlib
 import itertools
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -207,6 +208,8 @@ LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $pa
 ADD_PARTITION = """mutation($selector: RepositorySelector!, $key: String!) { addDynamicPartition(
     repositorySelector: $selector, partitionsDefName: "experiments", partitionKey: $key) { __typename } }"""
 RUN = """query($id: ID!) { runOrError(runId: $id) { ... on Run { status tags { key value } } } }"""
+#: A training's progress line, as the model location logs it.
+TRAINING_STEP = re.compile(r"\bstep \d+/\d+: train loss")
 LOGS = """query($id: ID!) { logsForRun(runId: $id) { ... on EventConnection { events { __typename
     ... on MessageEvent { message } } } } }"""
 
@@ -296,8 +299,13 @@ def test_four_runs_at_once_train_one_at_a_time_and_all_finish(stack):
 
 def test_postgres_restarted_while_a_run_trains_ends_the_run_one_way_or_the_other(stack):
     run_id = _launch_training(stack.port, max_iters=3000, checkpoint_interval=500, eval_interval=1000, seed=9)
-    assert wait_until(lambda: _run(stack.port, run_id)["status"] == "STARTED", 120)
-    time.sleep(2)  # training now
+
+    def training() -> bool:  # the run has logged a training step ("step 50/3000: train loss ...") and goes on
+        logged = any(TRAINING_STEP.search(message) for message in _messages(stack.port, run_id))
+        return logged and _run(stack.port, run_id)["status"] == "STARTED"
+
+    # Stopped mid-training, not before it started nor after it ended: the test proves nothing otherwise.
+    assert wait_until(training, 180), _run(stack.port, run_id)
     postgres = stack.pids(f"postgres -D {stack.home}")
     os.kill(postgres[0], signal.SIGINT)
     stopped = time.monotonic()

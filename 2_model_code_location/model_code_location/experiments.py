@@ -8,6 +8,7 @@ combinations no single field can check), each error naming the file, the experim
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -95,6 +96,16 @@ class Experiments(dg.Component):
         declarations = validated_declarations(self.experiments, context.path / "defs.yaml")
         model = build_trained_model(declarations)
         return dg.Definitions(assets=[model], sensors=[experiments_sensor(model)])
+
+
+def effective_hyperparameters(
+    experiment: str, declaration: Mapping[str, Any] | None, config: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What `model/trained_model` trains `experiment` with: its `declaration` (preset, overrides, scaling) under the
+    run's `config` (a `TrainingConfig` as run config) and a preset forced by `$ML_PIPELINE_TRAINING_PRESET`. The asset
+    records it (`hyperparameters`); `cli.py run` asks it again (the asset's settings resolver) and retrains the
+    experiment when the answer differs from what it was trained with."""
+    return TrainingConfig(**config).resolved(declaration) | {"experiment": experiment}
 
 
 def validated_declarations(experiments: list[Experiment], source: Path) -> dict[str, dict[str, Any]]:

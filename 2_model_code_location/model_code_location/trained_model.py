@@ -7,6 +7,7 @@ from typing import Any
 import dagster as dg
 import numpy as np
 
+from model_code_location.experiments import effective_hyperparameters
 from model_code_location.presets import TrainingConfig
 from model_code_location.ray_cluster import RAY_RESOURCE_KEY
 from shared_code_location.contract.asset_keys import (
@@ -19,9 +20,12 @@ from shared_code_location.contract.asset_keys import (
     inputs,
 )
 from shared_code_location.contract.experiments import (
+    DECLARATIONS_METADATA_KEY,
     DECLARED_METADATA_KEY,
     EXPERIMENTS,
     FINGERPRINT_METADATA_KEY,
+    SETTINGS_METADATA_KEY,
+    SETTINGS_RESOLVER_METADATA_KEY,
     changed_experiments,
     fingerprints,
     partition_sync_requests,
@@ -39,9 +43,15 @@ TRAINING_JOB_NAME = "training_job"
 def build_trained_model(experiments: Mapping[str, dict[str, Any]]) -> dg.AssetsDefinition:
     """The asset, partitioned by experiment; each partition trains with its declaration in `experiments`."""
     declared = fingerprints(experiments)
+    metadata = {
+        DECLARED_METADATA_KEY: dg.MetadataValue.json(declared),
+        # What each experiment trains with, asked again by `cli.py run` to see what a run would change.
+        DECLARATIONS_METADATA_KEY: dg.MetadataValue.json(dict(experiments)),
+        SETTINGS_RESOLVER_METADATA_KEY: dg.MetadataValue.python_artifact(effective_hyperparameters),
+    }
 
     @dg.asset(
-        **TRAINED_MODEL.produced(**{DECLARED_METADATA_KEY: dg.MetadataValue.json(declared)}),
+        **TRAINED_MODEL.produced(**metadata),
         group_name="model",
         ins=inputs(vocabulary=VOCABULARY, train_tokens=TRAIN_TOKENS, validation_tokens=VALIDATION_TOKENS),
         code_version=TRAINING_CODE_VERSION,
@@ -70,7 +80,7 @@ def build_trained_model(experiments: Mapping[str, dict[str, Any]]) -> dg.AssetsD
             raise KeyError(
                 f"experiment {name!r} is not declared in defs/experiments/defs.yaml ({', '.join(experiments)})"
             )
-        hp = config.resolved(experiments[name]) | {"experiment": name}
+        hp = effective_hyperparameters(name, experiments[name], config.model_dump(exclude_none=True))
         context.log.info(f"experiment {name}: {hp}")
         key = checkpoint_key(TRAINING_CODE_VERSION, hp, train_tokens, validation_tokens)
         # Beside the pipeline's data, through the IO manager's storage (its object store and credentials).
@@ -119,7 +129,7 @@ def training_metadata(
         "preset": dg.MetadataValue.text(hp["preset"]),
         "experiment": dg.MetadataValue.text(name),
         FINGERPRINT_METADATA_KEY: dg.MetadataValue.text(fingerprint_),
-        "hyperparameters": dg.MetadataValue.json(hp),
+        SETTINGS_METADATA_KEY: dg.MetadataValue.json(hp),
         "loss_curve": dg.MetadataValue.md(loss_curve_markdown(history, f"experiment {name}")),
     }
 

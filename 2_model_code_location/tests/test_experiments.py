@@ -141,3 +141,65 @@ def test_the_shipped_experiments_pass_dg_check_yaml():
         [str(LOCATION / ".venv" / "bin" / "dg"), "check", "yaml"], cwd=LOCATION, capture_output=True, text=True
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_run_whose_settings_differ_from_what_was_trained_retrains_and_says_what_differs(tmp_path, monkeypatch):
+    """What `cli.py run` sees: each materialization records the hyperparameters it trained with, and a run that would
+    train the experiment with others (a preset forced or no longer forced, a field set or no longer set) retrains
+    it, naming what changed; one that would train the same does not. (`run --preset tiny`, then a plain `run`, said
+    "up to date" and kept the smoke model.)"""
+    import dagster as dg
+    import numpy as np
+
+    from model_code_location.ray_cluster import RAY_RESOURCE_KEY, RayCluster
+    from model_code_location.trained_model import build_trained_model
+    from shared_code_location import settings
+    from shared_code_location.contract.asset_keys import TRAIN_TOKENS, VALIDATION_TOKENS, VOCABULARY
+    from shared_code_location.contract.io_manager import PipelineIOManager
+    from shared_code_location.contract.storage_formats import StorageFormat, encode
+    from shared_code_location.runtime.staleness import stale_assets
+
+    monkeypatch.delenv(settings.TRAINING_PRESET.name, raising=False)
+    text = (settings.project_root() / "example_input_files_resource" / "tinyshakespeare.txt").read_text()[:20_000]
+    symbols = sorted(set(text))
+    ids = np.array([symbols.index(c) + 1 for c in text], dtype=np.uint16)
+    etl = tmp_path / "storage" / "etl"
+    etl.mkdir(parents=True)
+    (etl / "vocabulary.json").write_bytes(encode(StorageFormat.JSON, {"vocab_size": len(symbols) + 1}))
+    (etl / "train_tokens.npy").write_bytes(encode(StorageFormat.NUMPY, ids[:18_000]))
+    (etl / "validation_tokens.npy").write_bytes(encode(StorageFormat.NUMPY, ids[18_000:]))
+    # Its own settings: the quick preset, cut to a few steps so that the test trains in a second.
+    declaration = Experiment(name="own", preset="quick", overrides={"max_iters": 4, "eval_tokens": 512}).declaration()
+    model = build_trained_model({"own": declaration})
+    resources = {"io_manager": PipelineIOManager(base_uri=str(tmp_path / "storage")), RAY_RESOURCE_KEY: RayCluster()}
+    assets = [model, VOCABULARY.spec(), TRAIN_TOKENS.spec(), VALIDATION_TOKENS.spec()]
+    defs = dg.Definitions(assets=assets, resources=resources)
+
+    def config(**fields) -> dict:
+        return {"ops": {"model__trained_model": {"config": fields}}} if fields else {}
+
+    def stale(run_config: dict) -> dict[str, str]:
+        return {str(target): why for target, why in stale_assets(defs, instance, run_config).items()}
+
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(EXPERIMENTS.name, ["own"])
+        for upstream in (VOCABULARY, TRAIN_TOKENS, VALIDATION_TOKENS):  # as the ETL location would have recorded
+            instance.report_runless_asset_event(dg.AssetMaterialization(upstream.key))
+        forced = config(preset="tiny", max_iters=4, eval_tokens=512)  # `run --preset tiny --set max_iters=4 ...`
+        result = dg.materialize(
+            assets, selection=[TRAINED_MODEL.key], partition_key="own", instance=instance, resources=resources,
+            run_config=forced,
+        )  # fmt: skip
+        assert result.success
+        assert stale(forced) == {}  # the same settings again: nothing to do
+        # A plain run: the experiment's own preset and overrides are in force again.
+        why = stale({})["model/trained_model[own]"]
+        assert why.startswith("trained with other settings than this run's: preset tiny -> quick, batch_size 16 -> 24")
+        assert why.endswith("more")  # n_embd, n_layer, ... are not all listed
+        # The same preset forced by the environment instead of the run config: what was trained is in force.
+        monkeypatch.setenv(settings.TRAINING_PRESET.name, "tiny")
+        assert stale(config(max_iters=4, eval_tokens=512)) == {}
+        # An override changed: only that field differs.
+        assert stale(forced | config(preset="tiny", max_iters=5, eval_tokens=512)) == {
+            "model/trained_model[own]": "trained with other settings than this run's: max_iters 4 -> 5"
+        }

@@ -49,3 +49,13 @@ def test_gates_pass_a_good_model_and_block_a_bad_or_broken_one():
     assert not beats_bigram_baseline(context, report(2.6)).passed
     assert metrics_are_finite(context, report(1.8)).passed
     assert not metrics_are_finite(context, report(float("nan"))).passed
+
+
+def test_a_failed_baseline_gate_names_the_experiment_and_what_to_change():
+    context = dg.build_asset_check_context()
+    trained = {"preset": "tiny", "max_iters": 300}
+    failed = beats_bigram_baseline(context, report(3.38) | {"experiment": "licences", "hyperparameters": trained})
+    assert not failed.passed and failed.metadata["experiment"].value == "licences"
+    assert failed.description.startswith("experiment licences (tiny preset, 300 steps) predicts the test split")
+    assert "a larger max_iters (now 300)" in failed.description and "--preset quick" in failed.description
+    assert beats_bigram_baseline(context, report(1.8) | {"experiment": "licences"}).description is None

@@ -64,11 +64,14 @@ def test_cached_decoding_matches_recomputing_the_context_every_token(release_dir
     seen = []
     new_ids = generator.decode(prompt, 50, lambda logits: seen.append(logits) or int(np.argmax(logits[1:])) + 1)
     ids = np.concatenate([prompt, new_ids])
-    context = len(prompt)
+    assert len(seen) == 50  # one step per new token: the comparisons below run
+    context, slides = len(prompt), 0
     for step, logits in enumerate(seen):
         end = len(prompt) + step
         np.testing.assert_allclose(logits, generator.next_token_logits(ids[end - context : end]), atol=1e-4)
+        slides += context == generator.block_size
         context = generator.context_after_slide if context == generator.block_size else context + 1
+    assert slides >= 2  # the context filled the block and restarted from its latest half, more than once
 
 
 def test_a_release_without_the_cache_signature_is_a_clear_error(tmp_path):

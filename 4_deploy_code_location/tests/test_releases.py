@@ -45,11 +45,15 @@ def test_list_shows_every_release_and_the_live_one(three_releases):
 
 def test_promote_rollback_and_a_server_that_follows_without_failing_a_request(three_releases):
     process, url = start_server(three_releases)
-    errors, stop = [], threading.Event()
+    errors, answered, stop = [], [], threading.Event()
 
     def hammer():
         while not stop.is_set():
-            status, body = post(url, {"prompt": "ROMEO", "max_new_tokens": 30})
+            try:
+                status, body = post(url, {"prompt": "ROMEO", "max_new_tokens": 30})
+            except Exception as error:  # a reset or refused connection is a failed request too
+                status, body = None, repr(error)
+            answered.append(status)
             if status != 200:
                 errors.append(body)
 
@@ -72,7 +76,7 @@ def test_promote_rollback_and_a_server_that_follows_without_failing_a_request(th
             thread.join()
         process.kill()
         process.wait()
-    assert errors == []
+    assert errors == [] and len(answered) >= 4
 
 
 def _serves(url: str, version: str) -> bool:

@@ -5,8 +5,10 @@
 # servers. No location code: each location is its own code-server container.
 FROM python:3.11-slim
 COPY --from=ghcr.io/astral-sh/uv:0.13.9 /uv /usr/local/bin/uv
+# DAGSTER_DISABLE_TELEMETRY: the webserver and daemon upload $DAGSTER_HOME/logs/ to Dagster unless it is set, whatever
+# dagster.yaml's `telemetry: enabled: false` says (docs/settings.md).
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy \
-    DAGSTER_HOME=/opt/dagster/home
+    DAGSTER_HOME=/opt/dagster/home DAGSTER_DISABLE_TELEMETRY=1
 WORKDIR /opt/dagster/home
 COPY deploy/compose/requirements.lock requirements.lock
 RUN --mount=type=cache,target=/root/.cache/uv uv venv "$VIRTUAL_ENV" && uv pip sync requirements.lock

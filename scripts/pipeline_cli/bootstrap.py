@@ -97,11 +97,34 @@ def in_root_venv() -> bool:
     return Path(sys.prefix).resolve() == ROOT_VENV.resolve()
 
 
+def bare_help(command: str) -> str:
+    """`cli.py COMMAND --help` before .venv exists (click is not installed yet): the command's usage, docstring and
+    options, read from commands.py without importing it, so that asking for help installs nothing."""
+    import ast
+    import textwrap
+
+    tree = ast.parse((Path(__file__).parent / "commands.py").read_text(encoding="utf-8"))
+    function = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == command)
+    options = [("-h, --help", "Show this message and exit.")]
+    for decorator in function.decorator_list:
+        if isinstance(decorator, ast.Call) and getattr(decorator.func, "attr", "") == "option":
+            flags = [a.value for a in decorator.args if isinstance(a, ast.Constant) and str(a.value).startswith("-")]
+            text = next((k.value.value for k in decorator.keywords if k.arg == "help"), "")
+            options.insert(-1, (", ".join(flags), text))
+    usage = f"Usage: cli.py {command} [OPTIONS]"
+    body = textwrap.indent(ast.get_docstring(function) or "", "  ")
+    return "\n".join([usage, "", body, "", "Options:", *(f"  {flag:<12} {text}" for flag, text in options)])
+
+
 def enter_root_venv(commands: str) -> None:
-    """Re-run this command inside .venv (creating it first for `setup`), or exit saying how to set up."""
+    """Re-run this command inside .venv (creating it first for `setup`, unless only its help is asked for), or exit
+    saying how to set up."""
     if in_root_venv():
         return
     if sys.argv[1:2] == ["setup"]:
+        if not ROOT_PYTHON.exists() and {"-h", "--help"} & set(sys.argv[2:]):
+            print(bare_help("setup"))
+            sys.exit(0)
         install_root_environment()
     if ROOT_PYTHON.exists():
         os.execv(str(ROOT_PYTHON), [str(ROOT_PYTHON), *sys.argv])

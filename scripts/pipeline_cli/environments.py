@@ -186,10 +186,12 @@ def lock_environment(env: Environment, upgrade: bool = False) -> list[Path]:
         written.append(_strip_local_packages(cuda))
     elif cuda.exists():
         cuda.unlink()
-    # Extra images of a location (e.g. serving) have their own requirements-<image>.in.
+    # Extra images of a location (e.g. serving) have their own requirements-<image>.in, resolved to the versions of
+    # the location's lock wherever they share a package: the image runs what the location's tests ran.
     for image_source in sorted(env.path.glob("requirements-*.in")):
         target = image_source.with_suffix(".lock")
-        _compile(str(image_source.relative_to(ROOT)), target, pip_index_flags(), upgrade)
+        location_lock = str(env.lock.relative_to(ROOT))
+        _compile(str(image_source.relative_to(ROOT)), target, pip_index_flags(), upgrade, "-c", location_lock)
         written.append(target)
     return written
 

@@ -11,7 +11,8 @@ import Dagster once more only to start the webserver and daemon.
 
 In both, a code server or PostgreSQL that dies is restarted; the webserver or daemon dying stops the stack. The
 terminal shows one line per process started and one per location loaded, and nothing else unless something fails:
-each process writes to its own log under `<instance>/logs/<dev|up>/`, whose end is shown when the process dies.
+each process writes to its own log under `<instance>/pipeline_logs/<dev|up>/`, whose end is shown when the process
+dies.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import click
 import yaml
 
 from pipeline_cli.bootstrap import ROOT, ROOT_VENV
-from pipeline_cli.instance import TRACKED_DAGSTER_YAML
+from pipeline_cli.instance import TRACKED_DAGSTER_YAML, log_folder, telemetry_env
 from pipeline_cli.locations import Environment
 from pipeline_cli.processes import ProcessGroup
 from shared_code_location import settings as project_settings
@@ -121,8 +122,8 @@ class Stack:
 
     @property
     def log_folder(self) -> Path:
-        """Where each process of the stack writes its output: `<instance>/logs/dev/` or `.../up/`."""
-        return self.home / "logs" / ("dev" if self.dev else "up")
+        """Where each process of the stack writes its output: `<instance>/pipeline_logs/dev/` or `.../up/`."""
+        return log_folder(self.home) / ("dev" if self.dev else "up")
 
     def start_process(
         self, processes: ProcessGroup, name: str, command: list[str], cwd: Path, env: dict[str, str], **popen: object
@@ -137,6 +138,7 @@ class Stack:
 
     def environment(self) -> dict[str, str]:
         env = os.environ | {"DAGSTER_HOME": str(self.home), project_settings.PROJECT_ROOT.name: str(ROOT)}
+        env |= telemetry_env(self.home)  # the webserver's and daemon's telemetry upload, off where telemetry is
         # What `dagster dev` tells its children: state-backed components refresh, code servers log less.
         return env | {"DAGSTER_IS_DEV_CLI": "1"} if self.dev else env
 

@@ -106,3 +106,19 @@ def test_loading_an_unmaterialized_asset_names_it(tmp_path):
     assert not result.success
     message = json.dumps([str(e.event_specific_data) for e in result.all_events if e.is_step_failure])
     assert "etl/vocabulary has not been materialized yet" in message
+
+
+def test_the_shared_resources_start_without_a_deprecation_warning(tmp_path, monkeypatch):
+    """Every location, and every location `new-location` scaffolds, binds these: a nested resource with defaults
+    (the object store) made Dagster read `InitResourceContext.dagster_run`, deprecated, in every run and test."""
+    import warnings
+
+    from shared_code_location.contract.resources import pipeline_resources
+
+    monkeypatch.setenv("ML_PIPELINE_STORAGE_URI", str(tmp_path / "pipeline"))
+    for resources in ({IO_MANAGER_KEY: PipelineIOManager(base_uri=str(tmp_path / "direct"))}, pipeline_resources()):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert dg.materialize(_assets()[:2], resources=resources).success
+        deprecated = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
+        assert deprecated == [], deprecated

@@ -18,9 +18,14 @@ def test_folders_resolve_the_same_from_any_working_directory(tmp_path, monkeypat
     assert outputs == {f"{project_root() / 'example_input_files_resource'}\n"}
 
 
-def test_input_files_lists_only_matching_files_sorted():
-    files = InputFilesResource().list_files()
-    assert [f.name for f in files] == ["tinyshakespeare.txt"]  # PROVENANCE.md is not corpus
+def test_input_files_lists_only_matching_files_sorted(tmp_path):
+    for name in ("b.txt", "a.txt", "notes.md", "c.txt.bak", "10.txt"):
+        (tmp_path / name).write_text(name)
+    (tmp_path / "folder.txt").mkdir()  # a folder whose name matches is not a file
+    files = InputFilesResource(folder=str(tmp_path)).list_files()
+    assert [f.name for f in files] == ["10.txt", "a.txt", "b.txt"]  # by name, not in the order written
+    shipped = InputFilesResource().list_files()
+    assert [f.name for f in shipped] == ["tinyshakespeare.txt"]  # PROVENANCE.md is not corpus
 
 
 def test_missing_or_empty_input_folder_is_named(tmp_path):

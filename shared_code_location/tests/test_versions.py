@@ -1,5 +1,7 @@
 """Staleness as `cli.py run` sees it: missing, code changed, new upstream data, upstream rebuilt, config changed."""
 
+import warnings
+
 import dagster as dg
 import numpy as np
 
@@ -127,3 +129,39 @@ def test_partitions_are_stale_one_by_one():
         "model/trained[c]": "never materialized",
         "deploy/board": "upstream model/trained is rebuilt",
     }
+
+
+def test_a_rebuilt_upstream_that_keeps_its_data_version_leaves_its_children_up_to_date():
+    """What `cli.py run` asks again once an upstream asset ran (`settled`): the leaderboard re-ran for a loser and
+    kept its data version (its winner), so the export below it is not rebuilt; a new winner rebuilds it."""
+    from shared_code_location.runtime.staleness import Target, waits_on_upstream
+
+    results = {"winner": "a", "rows": 1}
+
+    def build(code_version: str):
+        @dg.asset(key=["deploy", "board"], code_version=code_version)
+        def board() -> dg.Output[str]:  # versioned by its winner alone, as the leaderboard is
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", dg.BetaWarning)  # as the leaderboard does
+                return dg.Output(f"{results}", data_version=dg.DataVersion(results["winner"]))
+
+        @dg.asset(key=["deploy", "export"], ins={"board": dg.AssetIn(["deploy", "board"])}, code_version="1")
+        def export(board: str) -> str:
+            return board
+
+        return dg.Definitions(assets=[board, export])
+
+    instance = dg.DagsterInstance.ephemeral()
+    board, export = Target(dg.AssetKey(["deploy", "board"])), Target(dg.AssetKey(["deploy", "export"]))
+    assert build("1").resolve_implicit_global_asset_job_def().execute_in_process(instance=instance).success
+    defs = build("2")  # the board must run again
+    stale = stale_assets(defs, instance)
+    assert keys(stale) == {"deploy/board": "code version 1 -> 2", "deploy/export": "upstream deploy/board is rebuilt"}
+    assert waits_on_upstream(stale[export]) and not waits_on_upstream(stale[board])
+    job = defs.resolve_implicit_global_asset_job_def()
+    results["rows"] = 2  # a loser joins: the board's value changes, its winner does not
+    assert job.execute_in_process(instance=instance, asset_selection=[board.key]).success
+    assert stale_assets(defs, instance, settled={board}) == {}
+    results["winner"] = "b"
+    assert job.execute_in_process(instance=instance, asset_selection=[board.key]).success
+    assert keys(stale_assets(defs, instance, settled={board})) == {"deploy/export": "new data in deploy/board"}

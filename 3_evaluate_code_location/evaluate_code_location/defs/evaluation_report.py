@@ -78,4 +78,6 @@ def evaluation_report(
         "samples": samples,
         "model_config": trained_model.metadata["config"],
         "training_summary": trained_model.metadata.get("training_summary", {}),
+        # What it was trained with (preset, steps): the baseline gate's advice names them.
+        "hyperparameters": trained_model.metadata.get("hyperparameters", {}),
     }

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import dagster as dg
@@ -25,6 +25,14 @@ EXPERIMENTS = dg.DynamicPartitionsDefinition(name="experiments")
 DECLARED_METADATA_KEY = "declared_experiments"
 #: Materialization metadata: the fingerprint of the experiment's declaration the partition was trained with.
 FINGERPRINT_METADATA_KEY = "experiment_fingerprint"
+#: Definition metadata of the asset that declares the experiments: `{name: declaration}`, as its YAML gives them.
+DECLARATIONS_METADATA_KEY = "experiment_declarations"
+#: Definition metadata: `dg.MetadataValue.python_artifact(fn)`, the function that says which settings a partition
+#: would train with, `fn(experiment, declaration, op_config) -> dict` (the declaration's preset and overrides, the
+#: run's config, a preset forced by the environment): what `cli.py run` compares with what it was trained with.
+SETTINGS_RESOLVER_METADATA_KEY = "settings_resolver"
+#: Materialization metadata: the settings a partition was actually trained with (the resolver's answer at the time).
+SETTINGS_METADATA_KEY = "hyperparameters"
 
 
 def fingerprint(declaration: Mapping[str, Any]) -> str:
@@ -79,3 +87,21 @@ def changed_experiments(instance: dg.DagsterInstance, key: dg.AssetKey, declared
         if recorded is not None and recorded != current:
             changed.append(name)
     return changed
+
+
+def recorded_settings(record: dg.EventLogRecord | None) -> dict[str, Any] | None:
+    """The settings a materialization recorded it ran with (`SETTINGS_METADATA_KEY`), or None."""
+    materialization = record.asset_materialization if record else None
+    value = (materialization.metadata if materialization else {}).get(SETTINGS_METADATA_KEY)
+    return getattr(value, "value", value)
+
+
+def settings_resolver(metadata: Mapping[str, Any]) -> Callable[..., Mapping[str, Any]] | None:
+    """The function an asset's definition `metadata` names under `SETTINGS_RESOLVER_METADATA_KEY`, or None."""
+    import importlib
+
+    artifact = metadata.get(SETTINGS_RESOLVER_METADATA_KEY)
+    if artifact is None:
+        return None
+    value = getattr(artifact, "value", artifact)
+    return getattr(importlib.import_module(value.module), value.name)

@@ -143,9 +143,12 @@ class ContractUPathIOManager(dg.UPathIOManager):
         }
 
 
-class ObjectStore(dg.ConfigurableResource):
+class ObjectStore(dg.Config):
     """How s3:// URIs are reached: the endpoint (an S3-compatible store's, or AWS's by default), credentials and
-    region. Unset fields are left to the AWS configuration (its variables, profile, the pod's IAM role)."""
+    region. Unset fields are left to the AWS configuration (its variables, profile, the pod's IAM role).
+
+    Nested config of the resources that reach storage, not a nested resource: Dagster initialises a nested resource
+    with defaults through `InitResourceContext.dagster_run`, deprecated, a warning in every run and test."""
 
     endpoint_url: str | None = Field(default=None, description=settings.S3_ENDPOINT_URL.description)
     access_key_id: str | None = Field(default=None, description=settings.S3_ACCESS_KEY_ID.description)

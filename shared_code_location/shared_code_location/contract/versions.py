@@ -69,7 +69,7 @@ def input_data_version(instance: dg.DagsterInstance, record: dg.EventLogRecord, 
     `input_data_version` tag is not the partition's own data version."""
     tags = record.asset_materialization.tags or {}
     pointer = tags.get(INPUT_EVENT_POINTER_TAG_PREFIX + parent.to_user_string())
-    if pointer is None:
+    if pointer is None or not pointer.isdigit():  # "NULL": the input had no materialization when it was read
         return tags.get(INPUT_DATA_VERSION_TAG_PREFIX + parent.to_user_string())
     read = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=parent, storage_ids=[int(pointer)]), limit=1

@@ -4,11 +4,14 @@ The CLI knows nothing about what a location contains. It runs this module in the
 
 - `describe MODULE` prints the location's run-config knobs: for every op of a materializable asset that takes
   config, its fields and, where a field is a choice (a `Literal`, such as a preset), the allowed values.
-- `run MODULE --options JSON --report FILE` maps the user's options (`{"preset": ..., "set": {field: value}}`) to
-  run config for the ops whose config has those fields, works out which assets are stale (`versions.py`), runs
-  them against the instance in `$DAGSTER_HOME` as `dagster asset materialize` would, and writes a report built from
-  Dagster's run and check events: what ran, what failed and why (the exception the asset raised, the check that did
-  not pass and what it saw), and each asset's one-line `summary` metadata.
+- `run MODULE --options JSON --report FILE` loads the location's definitions and validates them as `dg check defs`
+  does, maps the user's options (`{"preset": ..., "set": {field: value}}`) to run config for the ops whose config
+  has those fields, works out which assets are stale (`staleness.py`), runs them against the instance in
+  `$DAGSTER_HOME` as `dagster asset materialize` would, and writes a report built from Dagster's run and check
+  events: what ran, what failed and why (the exception the asset raised, the check that did not pass and what it
+  saw), and each asset's one-line `summary` metadata. With `--wait`, it says on stdout that it loaded (a `READY`
+  line with its config fields), then waits for `go` on stdin: so the CLI checks every location before any runs.
+  A location that does not load reports why in a few lines (`load_error`), not with the traceback.
 
 Dagster's own log goes to stderr; stdout carries only this module's progress lines.
 """
@@ -19,15 +22,21 @@ import argparse
 import importlib
 import json
 import logging
+import re
 import sys
+import traceback
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
 from shared_code_location.contract.asset_keys import SUMMARY_METADATA_KEY
 from shared_code_location.contract.experiments import EXPERIMENTS, declared_experiments, sync_partitions
-from shared_code_location.runtime.staleness import Target, op_defs, stale_assets
+from shared_code_location.runtime.staleness import Target, op_defs, stale_assets, waits_on_upstream
+
+#: The line a location prints on stdout once its definitions loaded, before the JSON of its config fields.
+READY = "READY "
 
 
 def _field_choices(config_type: Any) -> list[str] | None:
@@ -147,22 +156,38 @@ def materialize(
         loggers={"console": dg.colored_console_logger, "progress": _progress_logger},
     )
     loggers = {"loggers": {"console": {}, "progress": {}}}  # a job's loggers run only when its config names them
-    return run_defs.resolve_job_def(CLI_JOB_NAME).execute_in_process(
+    _ABANDONED.clear()
+    result = run_defs.resolve_job_def(CLI_JOB_NAME).execute_in_process(
         run_config=dict(run_config) | loggers, instance=instance, partition_key=partition, raise_on_error=False
     )
+    if _ABANDONED:
+        shown = ", ".join(_ABANDONED[:4]) + (f" and {len(_ABANDONED) - 4} more" if len(_ABANDONED) > 4 else "")
+        _progress(f"not run, as a step they need failed: {len(_ABANDONED)} step(s) ({shown})"[:200])
+    return result
 
 
 def _progress(line: str) -> None:
     print(line, flush=True)
 
 
+#: Dagster's line for each step it does not run because a step it needs failed or was not run either.
+_NOT_EXECUTING = re.compile(r"^Dependencies for step \S+ .*\. Not executing\.$")
+#: The steps of the current run that Dagster did not run for that reason: said in one line at the end.
+_ABANDONED: list[str] = []
+
+
 class _UserLogEcho(logging.Handler):
-    """Echoes the assets' own `context.log.info` lines (training progress) as progress lines."""
+    """Echoes the assets' own `context.log.info` lines (training progress) as progress lines; Dagster's line for
+    each step not run after a failure is collected instead (`_ABANDONED`), to be said once."""
 
     def emit(self, record: logging.LogRecord) -> None:
         meta = getattr(record, "dagster_meta", None) or {}
         if meta.get("dagster_event") is None and record.levelno >= logging.INFO and meta.get("step_key"):
-            _progress(f"{meta['step_key'].replace('__', '/')}: {meta.get('orig_message', record.getMessage())}"[:200])
+            message, step = meta.get("orig_message", record.getMessage()), meta["step_key"].replace("__", "/")
+            if _NOT_EXECUTING.match(message):
+                _ABANDONED.append(step)
+            else:
+                _progress(f"{step}: {message}"[:200])
 
 
 @dg.logger(description="The assets' own log lines (training progress) as the CLI's progress lines, on stdout.")
@@ -172,10 +197,38 @@ def _progress_logger(_context: dg.InitLoggerContext) -> logging.Logger:
     return logger
 
 
-def run(module: str, options: Mapping[str, Any], force: bool) -> dict[str, Any]:
-    """Plan and run one location; the report the CLI prints. `options["experiment"]` restricts partitioned
-    assets to that experiment's partition."""
+def load(module: str) -> dg.Definitions:
+    """The `Definitions` of location `module`, checked as `dg check defs` checks them: loaded (component YAML
+    included) and validated (jobs, resources, checks), so that a mistake fails here, before anything runs."""
     defs = importlib.import_module(module).defs
+    dg.Definitions.validate_loadable(defs)
+    return defs
+
+
+def load_error(error: BaseException) -> str:
+    """What went wrong loading a location, in a few lines instead of a traceback: the innermost error of the chain
+    (what the user can fix: a field of a YAML entry, a name in their code) with the place in the project that
+    raised it, then what Dagster was doing (its first line)."""
+    chain = [error]
+    while (cause := chain[-1].__cause__ or chain[-1].__context__) is not None and cause not in chain:
+        chain.append(cause)
+    inner = chain[-1]
+    frames = [f for f in traceback.extract_tb(inner.__traceback__) if "site-packages" not in f.filename]
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    lines = [f"{type(inner).__name__}: {str(inner).strip()}{where}"]
+    if inner is not error:
+        lines.append(f"while: {str(error).strip().splitlines()[0]}")
+    return "\n".join(lines)
+
+
+def run(defs: dg.Definitions, options: Mapping[str, Any], force: bool) -> dict[str, Any]:
+    """Plan and run one location; the report the CLI prints. `options["experiment"]` restricts partitioned
+    assets to that experiment's partition.
+
+    Runs in waves: first what is stale for its own reasons, one run for the unpartitioned assets, then one per
+    partition; then it plans again for what was stale only because an upstream asset it just ran is rebuilt.
+    What that upstream left with its data version (the leaderboard, its winner unchanged) is then up to date:
+    nothing is re-exported or re-released for a loser."""
     try:
         run_config = run_config_for(defs, options)
     except ValueError as error:
@@ -204,25 +257,54 @@ def run(module: str, options: Mapping[str, Any], force: bool) -> dict[str, Any]:
         else:
             stale = stale_assets(defs, instance, run_config, partitions)
         report: dict[str, Any] = {"stale": {str(target): why for target, why in stale.items()}}
-        for target, why in report["stale"].items():
-            _progress(f"{target}: {why}")
-        if not stale:
+        reports: list[dict[str, Any]] = []
+        settled: set[Target] = set()
+        kept: list[Target] = []  # stale only for an upstream rebuild, which kept its data version
+        while stale:
+            # The first stale target in dependency order never waits on another, so a wave is never empty.
+            wave = {target: why for target, why in stale.items() if not waits_on_upstream(why)} or stale
+            for target, why in wave.items():
+                _progress(f"{target}: {why}")
+            ran = _run_wave(defs, wave, run_config, instance)
+            reports += ran
+            settled |= set(wave)
+            if not all(r["success"] for r in ran):
+                break
+            waiting = [target for target in stale if target not in settled]
+            replanned = stale_assets(defs, instance, run_config, partitions, settled) if waiting else {}
+            stale = {target: why for target, why in replanned.items() if target in waiting}
+            kept += [target for target in waiting if target not in stale]
+        if kept:
+            names = ", ".join(map(str, kept))
+            _progress(f"up to date after all, as what they read kept its data version: {names}")
+        if not reports:
             return report | {"success": True, "failures": [], "materialized": []}
-        # One run for the unpartitioned assets, then one per partition (a run materializes one partition).
-        batches: dict[str | None, list[dg.AssetKey]] = {}
-        for target in stale:
-            batches.setdefault(target.partition, []).append(target.key)
-        reports = []
-        for partition in sorted(batches, key=lambda p: (p is not None, p or "")):
-            if partition is not None:
-                _progress(f"experiment {partition}")
-            reports.append(run_report(materialize(defs, batches[partition], run_config, instance, partition)))
         return report | {
             "run_id": ", ".join(r["run_id"] for r in reports),
             "success": all(r["success"] for r in reports),
             "failures": [failure for r in reports for failure in r["failures"]],
             "materialized": [entry for r in reports for entry in r["materialized"]],
         }
+
+
+def _run_wave(
+    defs: dg.Definitions, wave: Mapping[Target, str], run_config: Mapping[str, Any], instance: dg.DagsterInstance
+) -> list[dict[str, Any]]:
+    """Materialize `wave`: one run for the unpartitioned assets, then one per partition (a run materializes one
+    partition); their reports, each failure naming its partition."""
+    batches: dict[str | None, list[dg.AssetKey]] = {}
+    for target in wave:
+        batches.setdefault(target.partition, []).append(target.key)
+    reports = []
+    for partition in sorted(batches, key=lambda p: (p is not None, p or "")):
+        if partition is not None:
+            _progress(f"experiment {partition}")
+        report = run_report(materialize(defs, batches[partition], run_config, instance, partition))
+        for failure in report["failures"]:
+            if partition is not None and "asset" in failure:
+                failure["asset"] += f"[{partition}]"
+        reports.append(report)
+    return reports
 
 
 def _partitions_of(
@@ -247,14 +329,29 @@ def main() -> None:
     )
     run_parser.add_argument("--force", action="store_true", help="run every asset, stale or not")
     run_parser.add_argument("--report", required=True, help="file to write the JSON report to")
+    run_parser.add_argument(
+        "--wait",
+        action="store_true",
+        help=f"once loaded, print {READY.strip()} and the config fields, then wait for go",
+    )
     args = parser.parse_args()
     if args.command == "describe":
-        json.dump(config_fields(importlib.import_module(args.module).defs), sys.stdout)
+        json.dump(config_fields(load(args.module)), sys.stdout)
         print()
         return
-    report = run(args.module, json.loads(args.options), args.force)
-    with open(args.report, "w", encoding="utf-8") as file:
-        json.dump(report, file)
+    try:
+        defs = load(args.module)
+    except Exception as error:
+        traceback.print_exc()  # the whole of it in the log; the report says it in a few lines
+        report = {"success": False, "load_error": load_error(error), "failures": [{"error": load_error(error)}]}
+        Path(args.report).write_text(json.dumps(report), encoding="utf-8")
+        sys.exit(1)
+    if args.wait:
+        _progress(READY + json.dumps(config_fields(defs)))
+        if sys.stdin.readline().strip() != "go":
+            sys.exit(0)  # the CLI stopped before this location's turn (another one did not load)
+    report = run(defs, json.loads(args.options), args.force)
+    Path(args.report).write_text(json.dumps(report), encoding="utf-8")
     sys.exit(0 if report["success"] else 1)
 
 

@@ -2,16 +2,27 @@
 
 An asset is stale when it was never materialized, when its code version changed since, when an input's current
 data version differs from the one it read (`contract/versions.py`), when its experiment's declaration changed, or
-when the run asks its ops for other config than its last materialization ran with. That is what the UI shows too,
-so that a re-run with unchanged code, data and config trains nothing.
+when the run would give it other settings than its last materialization ran with: for a partition whose asset
+names a settings resolver (the model: its hyperparameters, from the experiment's YAML, the run config and a preset
+forced by the environment), the settings it recorded; for any other asset, the config its ops ran with. That is
+what the UI shows too, so that a re-run with unchanged code, data and settings trains nothing.
+
+An asset stale only because an upstream asset of the same location is rebuilt is decided again once that upstream
+ran (`waits_on_upstream`): if the upstream kept its data version (the leaderboard keeps its winner), it is not.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import dagster as dg
 
-from shared_code_location.contract.experiments import DECLARED_METADATA_KEY, recorded_fingerprint
+from shared_code_location.contract.experiments import (
+    DECLARATIONS_METADATA_KEY,
+    DECLARED_METADATA_KEY,
+    recorded_fingerprint,
+    recorded_settings,
+    settings_resolver,
+)
 from shared_code_location.contract.versions import (
     EXTERNAL_INPUT_TAG,
     data_version,
@@ -19,6 +30,9 @@ from shared_code_location.contract.versions import (
     latest_materialization,
 )
 from shared_code_location.private_dagster import CODE_VERSION_TAG
+
+#: The reason of a target stale only because an upstream asset of its location is rebuilt: its start and end.
+_REBUILT = ("upstream ", " is rebuilt")
 
 
 class Target(NamedTuple):
@@ -36,14 +50,16 @@ def stale_assets(
     instance: dg.DagsterInstance,
     run_config: Mapping[str, Any] | None = None,
     partitions: Sequence[str] | None = None,
+    settled: Collection[Target] = (),
 ) -> dict[Target, str]:
     """What of `defs` a run must rebuild (each asset, or each partition of a partitioned asset, restricted to
-    `partitions` when given), each with the reason, in dependency order.
+    `partitions` when given), each with the reason, in dependency order. `settled`: targets this run already
+    materialized, neither stale again nor a reason for their children to be.
 
     Reasons: reads input from outside Dagster (`EXTERNAL_INPUT_TAG`); never materialized; code version changed;
     an upstream asset in `defs` is rebuilt; an input has a new data version since it was read; the experiment's
-    declaration changed since its partition was trained; or `run_config` gives one of the asset's ops a config
-    other than the one its last materialization ran with (a run launched without config counts as `{}`).
+    declaration changed since its partition was trained; or the run would give it other settings than its last
+    materialization ran with (see the module docstring; a run launched without config counts as `{}`).
     """
     graph = defs.resolve_asset_graph()
     local = set(graph.materializable_asset_keys)
@@ -59,6 +75,8 @@ def stale_assets(
         declared = getattr(declared, "value", declared) or {}
         for partition in targets:
             target = Target(key, partition)
+            if target in settled:
+                continue
             if source := node.tags.get(EXTERNAL_INPUT_TAG):
                 stale[target] = f"reads from outside Dagster ({source}): only a run can tell whether it changed"
                 continue
@@ -73,7 +91,7 @@ def stale_assets(
                 continue
             parents = sorted(node.parent_keys, key=str)
             if rebuilt := [str(p.to_user_string()) for p in parents if _parent_stale(stale, graph, p, partition)]:
-                stale[target] = f"upstream {', '.join(rebuilt)} is rebuilt"
+                stale[target] = f"{_REBUILT[0]}{', '.join(rebuilt)}{_REBUILT[1]}"
                 continue
             if changed := [
                 p.to_user_string() for p in parents if _input_changed(instance, graph, p, partition, record)
@@ -84,12 +102,52 @@ def stale_assets(
                 stale[target] = f"experiment {partition} changed in its YAML since it was trained"
                 continue
             op_names = [op.name for op in op_defs(defs, key)]
-            if any(name in requested_ops for name in op_names):
-                run = instance.get_run_by_id(record.run_id)
-                previous = ((run.run_config if run else {}) or {}).get("ops", {})
-                if any(previous.get(name, {}) != requested_ops.get(name, {}) for name in op_names):
-                    stale[target] = "run config differs from the last materialization's"
+            if (changed := _settings_changed(node, partition, record, op_names, requested_ops)) is not None:
+                if changed:
+                    stale[target] = changed
+                continue
+            run = instance.get_run_by_id(record.run_id)
+            previous = ((run.run_config if run else {}) or {}).get("ops", {})
+            if any(previous.get(name, {}) != requested_ops.get(name, {}) for name in op_names):
+                stale[target] = "run config differs from the last materialization's"
     return stale
+
+
+#: How many changed settings a reason names before it says "and N more".
+_SETTINGS_SHOWN = 4
+
+
+def _settings_changed(
+    node: Any, partition: str | None, record: dg.EventLogRecord, op_names: list[str], requested: Mapping[str, Any]
+) -> str | None:
+    """Why the settings this run would give a partition differ from those it recorded: `""` when they are the
+    same; None when its asset names no settings resolver or the materialization recorded none (then its op config
+    is compared instead). Only settings both sides have are compared: one the code added since is its code version's
+    business."""
+    metadata = node.metadata or {}
+    resolver, trained = settings_resolver(metadata), recorded_settings(record)
+    if resolver is None or trained is None or len(op_names) != 1:
+        return None
+    declarations = metadata.get(DECLARATIONS_METADATA_KEY)
+    declaration = (getattr(declarations, "value", declarations) or {}).get(partition)
+    config = requested.get(op_names[0], {}).get("config", {})
+    try:
+        wanted = dict(resolver(partition, declaration, config))
+    except ValueError as error:  # a bad preset variable: the run fails with it, naming it
+        return f"its settings do not resolve: {error}"
+    # The preset first (it says the most), then the rest by name.
+    names = sorted((name for name in trained if name in wanted), key=lambda name: (name != "preset", name))
+    changes = [f"{name} {trained[name]} -> {wanted[name]}" for name in names if trained[name] != wanted[name]]
+    if not changes:
+        return ""
+    more = f" and {len(changes) - _SETTINGS_SHOWN} more" if len(changes) > _SETTINGS_SHOWN else ""
+    return f"trained with other settings than this run's: {', '.join(changes[:_SETTINGS_SHOWN])}{more}"
+
+
+def waits_on_upstream(reason: str) -> bool:
+    """Whether `reason` is only that an upstream asset of the same location is rebuilt: a target to decide again
+    once that upstream ran, when its new data version is known."""
+    return reason.startswith(_REBUILT[0]) and reason.endswith(_REBUILT[1])
 
 
 def _parent_partitions(graph: Any, parent: dg.AssetKey, partition: str | None) -> list[str | None] | None:
