@@ -10,6 +10,7 @@ them, so GitHub folds them in diffs; `--check`, `lint` and a test fail when one 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import textwrap
@@ -39,13 +40,7 @@ KUBERNETES_SERVING_DIR = "deploy/kubernetes/serving"
 KUBERNETES_SERVING_FILES = ("deployment.yaml", "service.yaml", "autoscaler.yaml", "disruption-budget.yaml")
 #: The model server's API keys (comma-separated): in the Kubernetes secret for the serving Deployment, and in
 #: Compose's .env for the serving container. Not a production setting: the pipeline's processes have no use for it.
-SERVING_API_KEYS = settings.Setting(
-    "ML_PIPELINE_API_KEYS",
-    None,
-    "The model server's API keys, comma-separated (several, so that one can be replaced without downtime): every "
-    "model route needs `Authorization: Bearer <key>`. Read by deploy/kubernetes/serving/ only.",
-    production_example="change-me-to-a-long-random-key",
-)
+SERVING_API_KEYS = dataclasses.replace(settings.API_KEYS, production_example="change-me-to-a-long-random-key")
 API_KEYS_SETTING = SERVING_API_KEYS.name
 
 
