@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -202,8 +203,11 @@ def test_the_serving_container_answers_with_the_release(stack):
     assert wait_until(ready, 120), "the serving container never became ready"
     TIMINGS["release_to_served"] = time.monotonic() - started
     body = json.dumps({"model": "char-transformer", "prompt": "ROMEO:\n", "max_tokens": 24, "seed": 3}).encode()
-    headers = {"content-type": "application/json", "authorization": f"Bearer {API_KEY}"}
-    request = urllib.request.Request(url + "/v1/completions", body, headers=headers)
+    request = urllib.request.Request(url + "/v1/completions", body, headers={"content-type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:  # the keys of .env: none given, none served
+        urllib.request.urlopen(request, timeout=60)
+    assert refused.value.code == 401
+    request.add_header("authorization", f"Bearer {API_KEY}")
     completion = json.load(urllib.request.urlopen(request, timeout=60))
     assert len(completion["choices"][0]["text"]) == 24 and completion["usage"]["completion_tokens"] == 24
     TIMINGS["up_to_release_served"] = time.monotonic() - stack["started"]

@@ -11,6 +11,8 @@ import json
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 import yaml
@@ -212,6 +214,13 @@ def test_the_deployments_container_serves_read_only_and_finishes_its_streams_on_
         probes = [container[probe]["httpGet"]["path"] for probe in ("startupProbe", "livenessProbe", "readinessProbe")]
         ready = wait_until(lambda: all(http_ok(url + path) for path in probes), 90)
         assert ready, run("logs", name, check=False).stdout + run("logs", name, check=False).stderr
+        # The probes are open (above); the model is not, without a key of the secret's.
+        models = urllib.request.Request(url + "/v1/models")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(models, timeout=10)
+        assert refused.value.code == 401
+        models.add_header("authorization", f"Bearer {key}")
+        assert json.load(urllib.request.urlopen(models, timeout=10))["data"][0]["id"] == "char-transformer"
         response = _stream(port, key)
         grace = manifests["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         stopped: dict[str, float] = {}
@@ -225,7 +234,7 @@ def test_the_deployments_container_serves_read_only_and_finishes_its_streams_on_
         stopper.start()
         assert wait_until(lambda: _refuses_connections(port), 10), "the server went on accepting connections"
         assert stopper.is_alive()  # it waits for the stream in flight
-        events = [event for event in response.read().split(b"\n\n") if event]
+        events = [event.strip() for event in response.read().split(b"\n\n") if event.strip()]
         assert events[-1] == b"data: [DONE]"  # the stream ran to its end
         finished = [json.loads(e.removeprefix(b"data: "))["choices"][0] for e in events[:-1]]
         assert sorted(c["index"] for c in finished if c["finish_reason"] == "length") == list(range(8))
