@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -22,7 +23,7 @@ import yaml
 
 from conftest import LOCATION_NAMES, ROOT, graphql, location_statuses
 from containers import require_engine
-from pipeline_cli.derived_files import COMPOSE_DIR, image_name
+from pipeline_cli.derived_files import API_KEYS_SETTING, COMPOSE_DIR, image_name
 from pipeline_cli.images import engine, run
 from pipeline_cli.locations import LOCATIONS
 from shared_code_location.runtime.net import free_port, wait_until
@@ -31,6 +32,8 @@ COMPOSE_FILE = ROOT / COMPOSE_DIR / "compose.yaml"
 BIN = ROOT / ".venv" / "bin"
 #: Seconds a container may take to stop; the engine's own timeout (10 s) means its process ignored the signal.
 STOP_LIMIT = 5.0
+#: The serving container's API key that the tests use (one of two that .env gives it).
+API_KEY = "compose-test-key-2"
 #: Figures measured along the way (seconds), printed when the stack goes down.
 TIMINGS: dict[str, float] = {}
 
@@ -95,6 +98,7 @@ def stack(images, tmp_path_factory):
                 "S3_ACCESS_KEY_ID=pipeline",
                 "S3_SECRET_ACCESS_KEY=compose-test-object-store",
                 "TRAINING_PRESET=tiny",
+                f"{API_KEYS_SETTING}=compose-test-key-1,{API_KEY}",
                 f"DOCKER_SOCKET={socket}",
                 f"WEBSERVER_PORT={ports['webserver']}",
                 f"SERVING_PORT={ports['serving']}",
@@ -198,12 +202,23 @@ def test_the_serving_container_answers_with_the_release(stack):
 
     assert wait_until(ready, 120), "the serving container never became ready"
     TIMINGS["release_to_served"] = time.monotonic() - started
-    body = {"model": "char-transformer", "prompt": "ROMEO:\n", "max_tokens": 24, "seed": 3}
-    request = urllib.request.Request(url + "/v1/completions", json.dumps(body).encode(),
-                                     headers={"content-type": "application/json"})  # fmt: skip
+    body = json.dumps({"model": "char-transformer", "prompt": "ROMEO:\n", "max_tokens": 24, "seed": 3}).encode()
+    request = urllib.request.Request(url + "/v1/completions", body, headers={"content-type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:  # the keys of .env: none given, none served
+        urllib.request.urlopen(request, timeout=60)
+    assert refused.value.code == 401
+    request.add_header("authorization", f"Bearer {API_KEY}")
     completion = json.load(urllib.request.urlopen(request, timeout=60))
     assert len(completion["choices"][0]["text"]) == 24 and completion["usage"]["completion_tokens"] == 24
     TIMINGS["up_to_release_served"] = time.monotonic() - stack["started"]
+    # Its health check (on /ready, as Kubernetes' readiness probe) passes inside the container. Podman runs health
+    # checks from systemd timers, which a machine without systemd lacks: there, run it once by hand.
+    [name] = containers_of("serving")
+    if engine() == "podman":
+        assert run("healthcheck", "run", name, check=False).returncode == 0, run("inspect", name).stdout[-2000:]
+    else:
+        health = lambda: run("inspect", "--format", "{{.State.Health.Status}}", name).stdout.strip()  # noqa: E731
+        assert wait_until(lambda: health() == "healthy", 60), health()
 
 
 UPDATED_QUERY = "{ workspaceOrError { ... on Workspace { locationEntries { name updatedTimestamp } } } }"

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline_cli.bootstrap import ROOT, pip_settings
-from pipeline_cli.derived_files import COMPOSE_DIR, image_name, serving_location
+from pipeline_cli.derived_files import COMPOSE_DIR, SERVING_IMAGE, image_name, serving_location
 from pipeline_cli.locations import LOCATIONS
 
 
@@ -49,7 +49,7 @@ def project_images(torch: str = "cpu") -> list[Image]:
         images.append(Image(f"{image_name(env)}:latest", f"{env.folder}/Dockerfile", args))
     serving = serving_location(LOCATIONS)
     if serving is not None:
-        images.append(Image("ml-pipeline-serving:latest", f"{serving.folder}/serving.Dockerfile"))
+        images.append(Image(f"{SERVING_IMAGE}:latest", f"{serving.folder}/serving.Dockerfile"))
     images.append(Image("ml-pipeline-dagster:latest", f"{COMPOSE_DIR}/dagster.Dockerfile"))
     images.append(Image("ml-pipeline-object-store:latest", f"{COMPOSE_DIR}/object-store.Dockerfile"))
     return images

@@ -1,4 +1,5 @@
-"""`GET /`: the playground page (prompt, temperature, length; the text streams in), and its icon."""
+"""`GET /`: the playground page (completion and chat, every sampling control, structured output, each token shaded by
+its probability; the text streams in; the API key asked for when the server wants one), and its icon."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ _ICON = _FILES.joinpath("favicon.svg").read_bytes()
 @router.get("/")
 def playground(server: Server) -> HTMLResponse:
     """The playground, for the served model's id."""
-    return HTMLResponse(_PAGE.replace("{{MODEL}}", json.dumps(server.model_name)))
+    # JSON in a script element: "<" escaped, so that no model name can close the element.
+    return HTMLResponse(_PAGE.replace("{{MODEL}}", json.dumps(server.model_name).replace("<", "\\u003c")))
 
 
 @router.get("/favicon.ico")
