@@ -3,7 +3,6 @@
 import json
 
 import dagster as dg
-import numpy as np
 import pytest
 
 from etl_code_location.definitions import defs
@@ -12,6 +11,7 @@ from etl_code_location.defs.split import SplitConfig, split_boundaries
 from shared_code_location.contract.asset_keys import IO_MANAGER_KEY
 from shared_code_location.contract.io_manager import PipelineIOManager
 from shared_code_location.contract.resources import InputFilesResource
+from shared_code_location.contract.token_shards import TokenShards
 
 CORPUS = "".join(f"Line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(200))
 
@@ -43,8 +43,10 @@ def test_materializes_splits_vocabulary_and_tokens(tmp_path):
     assert result.success, failure_messages(result)
     storage = tmp_path / "store" / "etl"
     vocabulary = json.loads((storage / "vocabulary.json").read_text())
-    train = np.load(storage / "train_tokens.npy")
-    validation, test = np.load(storage / "validation_tokens.npy"), np.load(storage / "test_tokens.npy")
+    train, validation, test = (
+        TokenShards.open(tmp_path / "store", f"etl/{split}_tokens.json").read(0)
+        for split in ("train", "validation", "test")
+    )
     corpus_text = (storage / "corpus.txt").read_text()
     assert corpus_text.startswith(CORPUS[5000:][:20])  # a.txt before b.txt
     assert len(train) + len(validation) + len(test) == len(corpus_text)

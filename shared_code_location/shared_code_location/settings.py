@@ -70,6 +70,13 @@ DEPLOYMENT = Setting(
     "Which resources the locations bind: `local` (the defaults above) or `production` (storage, input and output "
     "taken from the environment with `dg.EnvVar`, required, so that separate containers share them).",
 )
+TOKEN_CACHE = Setting(
+    "ML_PIPELINE_TOKEN_CACHE",
+    None,
+    "The local folder where token shards kept in object storage are cached (each fetched once, named and checked "
+    "by its sha256) so that training and evaluation memory-map them; default: ml-pipeline-tokens in the system's "
+    "temporary folder.",
+)
 POSTGRES_URL = Setting(
     "ML_PIPELINE_POSTGRES_URL",
     None,
@@ -142,6 +149,7 @@ SETTINGS: tuple[Setting, ...] = (
     OUTPUT_DIR,
     STORAGE_URI,
     DEPLOYMENT,
+    TOKEN_CACHE,
     POSTGRES_URL,
     TRAINING_PRESET,
     AUTOMATION_INTERVAL,
