@@ -95,6 +95,13 @@ AUTOMATION_INTERVAL = Setting(
     "Seconds between two evaluations of each location's automation sensor: how soon new upstream data starts the "
     "next location's run, against the daemon's CPU (the daemon tests use 5).",
 )
+MAX_HELD_OUT_OOV_RATE = Setting(
+    "ML_PIPELINE_MAX_HELD_OUT_OOV_RATE",
+    "0.001",
+    "The largest share of the validation or test characters that the train vocabulary may lack before the ETL's "
+    "blocking check vocabulary_covers_held_out_splits stops the pipeline (0.001: 0.1%); its failure names each "
+    "missing character, its count and where it first occurs.",
+)
 S3_ENDPOINT_URL = Setting(
     "ML_PIPELINE_S3_ENDPOINT_URL",
     None,
@@ -153,6 +160,7 @@ SETTINGS: tuple[Setting, ...] = (
     POSTGRES_URL,
     TRAINING_PRESET,
     AUTOMATION_INTERVAL,
+    MAX_HELD_OUT_OOV_RATE,
     S3_ENDPOINT_URL,
     S3_ACCESS_KEY_ID,
     S3_SECRET_ACCESS_KEY,

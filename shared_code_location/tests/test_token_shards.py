@@ -138,3 +138,23 @@ def test_evaluation_streams_the_shards_with_the_windows_of_one_tensor(tmp_path, 
     assert both["tokens"] == (3499 // 32 + 2499 // 32) * 32
     with pytest.raises(ValueError, match="20 tokens cannot fill one window of 33"):
         window_metrics(model, IDS[:20])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA only: run on a machine with a GPU")
+def test_on_a_gpu_resident_batches_never_sync_the_host_and_both_paths_agree(tmp_path):
+    split = two_shards(tmp_path)
+    device = torch.device("cuda")
+    resident = BatchSampler(split, 32, 64, 11, device=device)
+    assert resident.resident and resident.generator.device.type == "cuda"
+    resident()  # the first call may allocate
+    torch.cuda.set_sync_debug_mode("error")  # any host sync inside the step raises
+    try:
+        for _ in range(20):
+            inputs, _ = resident()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert inputs.device.type == "cuda" and inputs.dtype == torch.int64
+    # From the memory maps through pinned memory: the same windows for the same positions.
+    mapped = BatchSampler(split, 32, 64, torch.Generator(device="cuda").manual_seed(5), device=device, budget=0)
+    again = BatchSampler(split, 32, 64, torch.Generator(device="cuda").manual_seed(5), device=device)
+    assert not mapped.resident and torch.equal(mapped()[0], again()[0])

@@ -107,6 +107,14 @@ class ContractUPathIOManager(dg.UPathIOManager):
                 raise FileNotFoundError(f"{contract.key.to_user_string()} partition {partition!r}: no file at {path}")
             return self._decode(contract.storage_format, path.read_bytes())
 
+    def stored(self, contract: ContractAsset) -> Any | None:
+        """The last stored value of an unpartitioned contract asset, or None if it was never written: for an asset
+        that builds on its own last value (the vocabulary keeps its ids)."""
+        *folders, name = contract.key.path
+        path = self._base_path.joinpath(*folders, name + contract.storage_format.extension)
+        with storage_errors(path):
+            return self._decode(contract.storage_format, path.read_bytes()) if path.exists() else None
+
     def _decode(self, fmt: StorageFormat, data: bytes) -> Any:
         """`decode`, except that a token-shards manifest comes back as the reader over its shards."""
         value = decode(fmt, data)

@@ -41,12 +41,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from shared_code_location import settings
-from shared_code_location.contract.storage_formats import fsync_directory, is_local, local_path
+from shared_code_location.contract.storage_formats import TOKEN_SHARDS_FORMAT, fsync_directory, is_local, local_path
 
 if TYPE_CHECKING:
     from upath import UPath
 
-MANIFEST_FORMAT = "token-shards/v1"
+MANIFEST_FORMAT = TOKEN_SHARDS_FORMAT
 #: Bytes read or written at a time when a shard is copied or checked.
 _BLOCK = 8 << 20
 
@@ -297,6 +297,20 @@ def write_shard(
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return size, digest.hexdigest()
+
+
+def remove_folder(root: UPath | Path, relative: str) -> None:
+    """Remove the folder `root/relative` and everything in it (shards no manifest points to any more)."""
+    import shutil
+
+    from shared_code_location.contract.storage import storage_errors
+
+    folder = root.joinpath(*relative.split("/"))
+    with storage_errors(folder):
+        if is_local(folder):
+            shutil.rmtree(local_path(folder), ignore_errors=True)
+        elif folder.exists():
+            folder.fs.rm(folder.path, recursive=True)
 
 
 def store_array(root: UPath | Path, relative: str, ids: np.ndarray, vocab_size: int, split: str) -> dict[str, Any]:

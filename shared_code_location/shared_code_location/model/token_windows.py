@@ -163,7 +163,7 @@ class BatchSampler:
         return self._buffer[starts[:, None] + self._device_span].long()
 
     def _on_host(self, positions: torch.Tensor) -> torch.Tensor:
-        positions = positions.numpy()
+        positions = positions.cpu().numpy()  # drawn on the host already, unless a device generator was passed
         shard = np.searchsorted(self._window_ends, positions, side="right")
         pinned = self.device.type == "cuda"
         dtype = compact_dtype(self.tokens.vocab_size)
