@@ -64,6 +64,12 @@ def stale_status(port: int) -> dict[str, str]:
     return statuses
 
 
+def etl_assets(run: dict) -> list[list[str]]:
+    """The asset paths a run materializes if they are all the ETL's (an ingest, or its combine step), else []."""
+    paths = [asset["path"] for asset in run["assetSelection"] or []]
+    return paths if paths and all(path[0] == "etl" for path in paths) else []
+
+
 def release(latest: Path) -> str | None:
     return json.loads(latest.read_text())["version"] if latest.exists() else None
 
@@ -92,19 +98,21 @@ def test_a_corpus_change_reaches_a_new_release_and_a_failed_check_stops_it(isola
         assert launched == {"model", "evaluate", "deploy"}
         wait_for(lambda: set(stale_status(port).values()) == {"FRESH"}, 60, "every asset fresh", port)
 
-        # 2. The input sensor (stopped by default). Its first tick ingests the unchanged corpus: same data
-        #    versions, so nothing retrains. Then a changed corpus goes all the way to a new release.
-        started = graphql(port, START_SENSOR, {"selector": selector("1_etl", "input_files_sensor")})
+        # 2. The input sensor (stopped by default). Its first tick finds the file ingested already (the instance
+        #    says so): it launches nothing. Then a changed file goes all the way to a new release.
+        input_sensor = selector("1_etl", "input_files_sensor")
+        started = graphql(port, START_SENSOR, {"selector": input_sensor})
         assert started["startSensor"]["sensorState"]["status"] == "RUNNING", started
-        wait_for(
-            lambda: [r for r in runs(port) if r["jobName"] == "etl_job" and r["status"] == "SUCCESS"],
-            120,
-            "the sensor's first ingest",
-            port,
-        )
+
+        def input_ticks() -> list[dict]:
+            return graphql(port, SENSOR, {"selector": input_sensor})["sensorOrError"]["sensorState"]["ticks"]
+
+        wait_for(lambda: input_ticks(), 120, "the input sensor's first tick", port)
+        assert {tick["status"] for tick in input_ticks()} == {"SKIPPED"}
         corpus.write_text(text + "\n" + text[:20_000], encoding="utf-8")
         second = wait_for(lambda: release(latest) not in (None, first) and release(latest), 480, "a new release", port)
-        # Two trainings of each experiment, not three: the unchanged ingest trained nothing.
+        ingests = [r for r in runs(port) if r["jobName"] == "ingest_file_job"]
+        assert [r["status"] for r in ingests] == ["SUCCESS"]  # the changed file, once
         assert materializations(port, "model", "trained_model") == 2 * len(experiments)
         wait_for(lambda: set(stale_status(port).values()) == {"FRESH"}, 60, "every asset fresh again", port)
 
@@ -112,9 +120,9 @@ def test_a_corpus_change_reaches_a_new_release_and_a_failed_check_stops_it(isola
         #    ETL's blocking coverage check fails, the model turns stale in the UI, and no downstream location runs.
         corpus.write_text("Ἀθηνᾶ λέγει.\n" + text + "\n" + "Москва слезам не верит.\n" * 3000, encoding="utf-8")
         failed = wait_for(
-            lambda: [r for r in runs(port) if r["jobName"] == "etl_job" and r["status"] == "FAILURE"],
-            120,
-            "the ingest that fails its check",
+            lambda: [r for r in runs(port) if r["status"] == "FAILURE" and ["etl", "vocabulary"] in etl_assets(r)],
+            180,
+            "the ETL's combine step that fails its check",
             port,
         )[-1]
         assert stale_status(port)["model/trained_model"] == "STALE"
@@ -126,5 +134,5 @@ def test_a_corpus_change_reaches_a_new_release_and_a_failed_check_stops_it(isola
 
         wait_for(lambda: ticks_since_failure() >= 2, 120, "two model automation ticks after the failure", port)
         later = [r for r in runs(port) if r["startTime"] > failed["startTime"] and r["runId"] != failed["runId"]]
-        assert [r for r in later if r["jobName"] != "etl_job"] == []
+        assert [r for r in later if not etl_assets(r)] == []  # only the ETL ran: nothing downstream
         assert release(latest) == second

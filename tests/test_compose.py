@@ -2,7 +2,7 @@
 object store, one code-server container per location, webserver, daemon with the Docker run launcher, serving.
 
 One stack for the module, in order: every location loads in the webserver's container; the pipeline (tiny preset)
-runs end to end from one launched ETL run through the automation, each run in a container of its location's image,
+runs end to end from the input sensor through the automation, each run in a container of its location's image,
 the containers sharing only PostgreSQL and the object store; the serving container answers with the release; a
 code-server container killed with -9 comes back by its restart policy and its location loads again; every
 container stops within seconds; and after `down` and `up` the run history is still there.
@@ -149,8 +149,8 @@ RUNS_QUERY = """{ runsOrError { ... on Runs { results { runId jobName status
     repositoryOrigin { repositoryLocationName } tags { key value } } } } }"""
 RELEASE_QUERY = """{ assetOrError(assetKey: {path: ["deploy", "latest_release"]}) {
     ... on Asset { assetMaterializations(limit: 1) { runId } } } }"""
-LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) { __typename
-    ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
+START_SENSOR = """mutation($selector: SensorSelector!) { startSensor(sensorSelector: $selector) {
+    __typename ... on Sensor { sensorState { status } } ... on PythonError { message } } }"""
 
 
 def in_progress(port: int) -> list[str]:
@@ -167,12 +167,13 @@ def released(port: int) -> bool:
 def test_the_pipeline_runs_end_to_end_each_run_in_its_own_container(stack):
     port = stack["webserver"]
     wait_loaded(port)
-    selector = {"repositoryLocationName": LOCATION_NAMES[0], "repositoryName": "__repository__", "jobName": "etl_job"}
-    # The stack may have launched runs of its own before (a location's automation on a fresh instance).
-    launched = graphql(port, LAUNCH, {"params": {"selector": selector, "runConfigData": {}}})["launchRun"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
+    selector = {"repositoryLocationName": LOCATION_NAMES[0], "repositoryName": "__repository__",
+                "sensorName": "input_files_sensor"}  # fmt: skip
+    # The input sensor adds the corpus file's partition and ingests it in a run of its own.
+    sensor = graphql(port, START_SENSOR, {"selector": selector})["startSensor"]
+    assert sensor["sensorState"]["status"] == "RUNNING", sensor
     started = time.monotonic()
-    # The automation sensors carry the new corpus through training, evaluation and the release, location by location.
+    # The automation sensors combine it and carry it through training, evaluation and the release, location by location.
     assert wait_until(lambda: released(port), 1200), graphql(port, RUNS_QUERY)
     TIMINGS["etl_run_to_release"] = time.monotonic() - started
     assert wait_until(lambda: not in_progress(port), 300), graphql(port, RUNS_QUERY)  # serving_latency, after it

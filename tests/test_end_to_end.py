@@ -17,7 +17,10 @@ def test_pipeline_produces_a_release_that_onnx_runtime_serves(tiny_pipeline):
     for position, name in enumerate(LOCATION_NAMES, 1):
         assert f"[{position}/{len(LOCATION_NAMES)}] {name}" in result.stdout
     # Each location said why it ran, and the assets' own summaries and progress came through.
-    assert "etl/corpus: reads from outside Dagster (input_folder)" in result.stdout
+    # One partition per input file, then the step that combines them.
+    assert "files added: tinyshakespeare.txt" in result.stdout
+    assert "etl/file_tokens[tinyshakespeare.txt]: never materialized" in result.stdout
+    assert "etl/vocabulary: 66 symbols from 1 file(s)" in result.stdout
     # Each experiment of defs/experiments/defs.yaml is its own partition (all tiny here: --preset replaces them).
     for experiment in EXPERIMENTS:
         assert f"model/trained_model[{experiment}]: never materialized" in result.stdout
@@ -44,6 +47,7 @@ def test_pipeline_produces_a_release_that_onnx_runtime_serves(tiny_pipeline):
     assert sorted(row["experiment"] for row in card["experiment"]["leaderboard"]) == sorted(EXPERIMENTS)
     assert card["metrics"]["model"]["loss"] < card["metrics"]["baselines"]["bigram"]["loss"]
     assert all(card["upstream_data_versions"].values()), card["upstream_data_versions"]
+    assert card["data"]["train_tokens"]["files"] == ["tinyshakespeare.txt"]  # what the manifests say it learned from
     assert card["checks"]["onnx_parity"]["passed"] and card["chat"]["stop"] == ["\n\n"]
 
     # Load and sample in the deploy venv, in a process without torch.
@@ -58,10 +62,10 @@ def test_pipeline_produces_a_release_that_onnx_runtime_serves(tiny_pipeline):
     )
     assert len(sample["text"]) == 40 and not sample["torch"]
 
-    # Unchanged code, corpus and config: ETL runs again, produces the same data versions, and the rest is skipped.
+    # Unchanged code, corpus and config: nothing runs, the ETL included (its file did not change).
     again = run_cli("run", "--preset", "tiny", env=env)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert again.stdout.count("up to date: nothing stale, skipped") == len(LOCATION_NAMES) - 1, again.stdout
+    assert again.stdout.count("up to date: nothing stale, skipped") == len(LOCATION_NAMES), again.stdout
     assert json.loads((releases / "latest.json").read_text()) == latest
 
 
@@ -109,13 +113,13 @@ def _coverage_failure(folder):
 @pytest.mark.parametrize(
     ("make_input", "cause"),
     [
-        (lambda folder: (folder / "empty.txt").write_text(""), "etl/corpus.read_corpus_files: {}.CorpusError: input "
+        (lambda folder: (folder / "empty.txt").write_text(""), "etl/file_tokens[empty.txt]: {}.CorpusError: input "
          "file {folder}/empty.txt is empty"),
         (lambda folder: (folder / "binary.txt").write_bytes(bytes(range(256)) * 8), "binary.txt looks binary"),
         (lambda folder: (folder / "latin1.txt").write_bytes("café\n".encode("latin-1")),
          "latin1.txt is not valid UTF-8: byte 3 (line 1) is 0xe9"),
         (_coverage_failure, "blocking check vocabulary_covers_held_out_splits on etl/vocabulary did not pass "
-         "(validation_oov_rate="),
+         "(missing='Δ' ×200 (first: corpus.txt line 2,001, character 48,006); 'Λ' ×200"),
     ],
     ids=["empty", "binary", "not-utf8", "failed-check"],
 )  # fmt: skip

@@ -49,8 +49,9 @@ def test_the_whole_pipeline_keeps_its_data_and_releases_in_the_bucket(bucket_pip
     assert not (folder / "storage").exists() and not (folder / "releases").exists()
     fs = store.filesystem()
     stored = {path.removeprefix(f"{BUCKET}/") for path in fs.find(BUCKET)}
-    for key in ("assets/etl/vocabulary.json", "assets/etl/train_tokens.npy", "assets/deploy/onnx_model.onnx"):
+    for key in ("assets/etl/vocabulary.json", "assets/etl/train_tokens.json", "assets/deploy/onnx_model.onnx"):
         assert key in stored, sorted(stored)
+    assert any(p.startswith("assets/etl/shards/tinyshakespeare.txt/") and p.endswith(".npy") for p in stored)
     assert any(p.startswith("assets/model/trained_model/") and p.endswith(".safetensors") for p in stored)
     latest = json.loads(fs.cat(f"{RELEASES_URI}/latest.json"))
     for name in ("model.onnx", "vocabulary.json", "model_card.json", "model_card.md"):

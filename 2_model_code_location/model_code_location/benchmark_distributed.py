@@ -13,12 +13,14 @@ import json
 import statistics
 import tempfile
 import time
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    from shared_code_location.contract.token_shards import TokenShards
 
 
 def ray_training(
-    cluster_address: str, train_ids: np.ndarray, validation_ids: np.ndarray, vocab_size: int, hp: dict
+    cluster_address: str, train_ids: TokenShards, validation_ids: TokenShards, vocab_size: int, hp: dict
 ) -> dict:
     """Train `hp` with `ray_job.fit` (the job's own code: TorchTrainer, one `train()` rank per worker) on the
     cluster; its summary plus the job's wall time."""
@@ -36,7 +38,7 @@ def ray_training(
         return summary | {"job_seconds": time.perf_counter() - started}
 
 
-def in_process(train_ids: np.ndarray, validation_ids: np.ndarray, vocab_size: int, hp: dict, threads: int) -> dict:
+def in_process(train_ids: TokenShards, validation_ids: TokenShards, vocab_size: int, hp: dict, threads: int) -> dict:
     """The one-worker path: `train()` in this process with `threads` torch threads."""
     import torch
 
@@ -66,11 +68,12 @@ def main() -> None:
 
     from model_code_location.presets import TrainingConfig
     from shared_code_location.contract.storage_formats import StorageFormat, decode
+    from shared_code_location.contract.token_shards import TokenShards
 
-    etl = UPath(args.storage) / "etl"
-    train_ids = decode(StorageFormat.NUMPY, (etl / "train_tokens.npy").read_bytes())
-    validation_ids = decode(StorageFormat.NUMPY, (etl / "validation_tokens.npy").read_bytes())
-    vocab_size = decode(StorageFormat.JSON, (etl / "vocabulary.json").read_bytes())["vocab_size"]
+    storage = UPath(args.storage)
+    train_ids = TokenShards.open(storage, "etl/train_tokens.json")
+    validation_ids = TokenShards.open(storage, "etl/validation_tokens.json")
+    vocab_size = decode(StorageFormat.JSON, (storage / "etl" / "vocabulary.json").read_bytes())["vocab_size"]
     # No evaluation until the last step, no checkpoint: the figures are of training steps.
     base = TrainingConfig(
         preset=args.preset, max_iters=args.iters, eval_interval=10**9, checkpoint_interval=0, device="cpu"

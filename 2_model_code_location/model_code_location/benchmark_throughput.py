@@ -7,24 +7,23 @@ import argparse
 import json
 import time
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 
 from model_code_location.presets import TrainingConfig
 from model_code_location.training import batch_sampler, make_optimizer, train
+from shared_code_location.contract.token_shards import TokenShards
 from shared_code_location.model.transformer import DecoderTransformer, TransformerConfig
 
 
-def bare_loop_tokens_per_second(train_ids: np.ndarray, vocab_size: int, hp: dict, iters: int) -> float:
+def bare_loop_tokens_per_second(train_ids: TokenShards, vocab_size: int, hp: dict, iters: int) -> float:
     """The minimum a training step costs: sample, forward, loss, backward, clip, AdamW; nothing else."""
     torch.manual_seed(hp["seed"])
     model = DecoderTransformer(
         TransformerConfig(vocab_size, hp["block_size"], hp["n_layer"], hp["n_head"], hp["n_embd"], hp["dropout"])
     )
     optimizer = make_optimizer(model, hp, torch.device("cpu"))
-    tokens = torch.from_numpy(train_ids.astype(np.int64))
-    sample = batch_sampler(tokens, hp["block_size"], hp["batch_size"], torch.Generator().manual_seed(hp["seed"]))
+    sample = batch_sampler(train_ids, hp["block_size"], hp["batch_size"], torch.Generator().manual_seed(hp["seed"]))
     start = time.perf_counter()
     for _ in range(iters):
         x, y = sample()
@@ -47,10 +46,10 @@ def main() -> None:
 
     from shared_code_location.contract.storage_formats import StorageFormat, decode
 
-    etl = UPath(args.storage) / "etl"
-    train_ids = decode(StorageFormat.NUMPY, (etl / "train_tokens.npy").read_bytes())
-    validation_ids = decode(StorageFormat.NUMPY, (etl / "validation_tokens.npy").read_bytes())
-    vocab_size = decode(StorageFormat.JSON, (etl / "vocabulary.json").read_bytes())["vocab_size"]
+    storage = UPath(args.storage)
+    train_ids = TokenShards.open(storage, "etl/train_tokens.json")
+    validation_ids = TokenShards.open(storage, "etl/validation_tokens.json")
+    vocab_size = decode(StorageFormat.JSON, (storage / "etl" / "vocabulary.json").read_bytes())["vocab_size"]
     hp = TrainingConfig(max_iters=args.iters, eval_interval=10**9, eval_tokens=4096, device="cpu").resolved()
     bare, inside = [], []
     for _ in range(args.rounds):

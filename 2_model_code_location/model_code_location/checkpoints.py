@@ -8,7 +8,7 @@ optimizer and best weights, random generator states) with the rest of the state 
 It lives beside the pipeline's data, under the IO manager's storage root with its object-store settings, so a retry
 on another machine finds it too, and so do the workers of a Ray cluster (see `ray_training.py`): the same checkpoint
 serves Dagster's retry of a run and Ray Train's restart of a worker group. Beside it, a distributed training keeps
-its inputs (the token arrays it trains on) and its result (the best weights) until the asset has them.
+its inputs (the manifests of the token shards it trains on) and its result (the best weights) until the asset has them.
 Imports torch: import only inside the asset body.
 """
 
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from shared_code_location import settings
-from shared_code_location.contract.storage import storage_errors
+from shared_code_location.contract.storage import storage_errors, storage_path
 from shared_code_location.contract.storage_formats import (
     StorageFormat,
     TensorBundle,
@@ -31,6 +31,7 @@ from shared_code_location.contract.storage_formats import (
     decode,
     encode,
 )
+from shared_code_location.contract.token_shards import TokenShards
 
 if TYPE_CHECKING:
     from upath import UPath
@@ -43,12 +44,16 @@ _KEY_TAG = "checkpoint_key"
 _NOT_IN_KEY = frozenset({"checkpoint_interval", "log_interval", "device", "cpus_per_worker", "gpus_per_worker"})
 
 
-def checkpoint_key(code_version: str, hp: dict[str, Any], *token_arrays: np.ndarray) -> str:
-    """The sha256 of the training code version, the hyperparameters and the token data."""
+def checkpoint_key(code_version: str, hp: dict[str, Any], *token_data: TokenShards | np.ndarray) -> str:
+    """The sha256 of the training code version, the hyperparameters and the token data (the shards' checksums and
+    id maps, which change whenever a token would; an array's bytes)."""
     digest = hashlib.sha256(code_version.encode())
     digest.update(json.dumps({k: v for k, v in hp.items() if k not in _NOT_IN_KEY}, sort_keys=True).encode())
-    for array in token_arrays:
-        digest.update(np.ascontiguousarray(array).tobytes())
+    for tokens in token_data:
+        if isinstance(tokens, TokenShards):
+            digest.update(tokens.fingerprint.encode())
+        else:
+            digest.update(np.ascontiguousarray(tokens).tobytes())
     return digest.hexdigest()
 
 
@@ -78,7 +83,7 @@ class CheckpointStore:
         self.root = root
         folder = root / "checkpoints" / "model"
         self.path = folder / f"{key}.safetensors"
-        #: A distributed training's inputs (token arrays, vocabulary size) and its result (the trained weights).
+        #: A distributed training's inputs (token manifests or arrays, vocabulary size) and its result (the weights).
         self.inputs_path = folder / f"{key}.inputs.safetensors"
         self.result_path = folder / f"{key}.result.safetensors"
         self.key = key
@@ -154,18 +159,35 @@ class CheckpointStore:
         """Remove the checkpoint once its training has finished."""
         _remove(self.path)
 
-    def save_inputs(self, train_ids: np.ndarray, validation_ids: np.ndarray, vocab_size: int) -> None:
-        """Write what a training on other machines reads: the token arrays and the vocabulary size."""
-        tensors = {"train": train_ids, "validation": validation_ids}
-        bundle = TensorBundle(tensors, {_KEY_TAG: self.key, "vocab_size": vocab_size})
+    def save_inputs(
+        self, train_ids: TokenShards | np.ndarray, validation_ids: TokenShards | np.ndarray, vocab_size: int
+    ) -> None:
+        """Write what a training on other machines reads: shards in the pipeline's storage as their manifests (the
+        workers read the same shards, each memory-mapping them or caching them locally), arrays as arrays; and the
+        vocabulary size."""
+        tensors, manifests = {}, {}
+        for name, tokens in (("train", train_ids), ("validation", validation_ids)):
+            if isinstance(tokens, TokenShards) and tokens.root is not None:
+                manifests[name] = {"manifest": tokens.manifest, "root": str(tokens.root)}
+            elif isinstance(tokens, TokenShards):
+                tensors[name] = np.concatenate([tokens.read(i) for i in range(len(tokens.shards))])
+            else:
+                tensors[name] = np.asarray(tokens)
+        bundle = TensorBundle(tensors, {_KEY_TAG: self.key, "vocab_size": vocab_size, "manifests": manifests})
         with storage_errors(self.inputs_path):
             atomic_write_bytes(self.inputs_path, encode(StorageFormat.SAFETENSORS, bundle))
 
-    def load_inputs(self) -> tuple[np.ndarray, np.ndarray, int]:
-        """(train ids, validation ids, vocabulary size) as `save_inputs` wrote them."""
+    def load_inputs(self) -> tuple[TokenShards | np.ndarray, TokenShards | np.ndarray, int]:
+        """(train tokens, validation tokens, vocabulary size) as `save_inputs` wrote them."""
         bundle = self._read(self.inputs_path, "inputs")
-        tensors = bundle.tensors
-        return np.asarray(tensors["train"]), np.asarray(tensors["validation"]), bundle.metadata["vocab_size"]
+        manifests = bundle.metadata.get("manifests", {})
+
+        def tokens(name: str) -> TokenShards | np.ndarray:
+            if name in manifests:  # the shards' storage, with this process's object-store settings
+                return TokenShards(manifests[name]["manifest"], root=storage_path(manifests[name]["root"]))
+            return np.asarray(bundle.tensors[name])
+
+        return tokens("train"), tokens("validation"), bundle.metadata["vocab_size"]
 
     def save_result(self, bundle: TensorBundle) -> None:
         """Write the trained model (`to_tensor_bundle`), tagged with this key."""

@@ -1,7 +1,7 @@
 """Training on Ray, from `model/trained_model`: what the asset does for an experiment of more than one worker.
 
-1. The token arrays go to the pipeline's storage beside the checkpoint (`CheckpointStore.save_inputs`), where every
-   worker reads them, on any node.
+1. The token manifests go to the pipeline's storage beside the checkpoint (`CheckpointStore.save_inputs`); every
+   worker reads the shards they list, on any node.
 2. The cluster: `RayCluster.connect` (the configured one, or a local one started for this training).
 3. The job: `ray_job.py`, submitted with dagster-ray's `PipesRayJobClient` (a Ray job, through the cluster's job
    API). Its log lines and its reported metadata come back through Pipes while it runs; a run terminated from
@@ -21,10 +21,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import numpy as np
 
 from model_code_location.ray_cluster import RayCluster
 from shared_code_location.contract.storage_formats import TensorBundle
+from shared_code_location.contract.token_shards import TokenShards
 
 if TYPE_CHECKING:
     from model_code_location.checkpoints import CheckpointStore
@@ -51,8 +51,8 @@ def train_on_ray(
     cluster: RayCluster,
     store: CheckpointStore,
     hp: dict[str, Any],
-    train_ids: np.ndarray,
-    validation_ids: np.ndarray,
+    train_ids: TokenShards,
+    validation_ids: TokenShards,
     vocab_size: int,
 ) -> tuple[TensorBundle, dict[str, Any]]:
     """Train on Ray with `hp["workers"]` workers; returns the trained model (as `to_tensor_bundle` makes it) and

@@ -5,7 +5,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
-import numpy as np
 
 from model_code_location.experiments import effective_hyperparameters
 from model_code_location.presets import TrainingConfig
@@ -31,6 +30,7 @@ from shared_code_location.contract.experiments import (
     partition_sync_requests,
 )
 from shared_code_location.contract.storage_formats import StorageFormat, TensorBundle
+from shared_code_location.contract.token_shards import TokenShards
 from shared_code_location.contract.versions import versioned_output
 from shared_code_location.runtime.automation import ON_UPSTREAM_CHANGE
 
@@ -67,8 +67,8 @@ def build_trained_model(experiments: Mapping[str, dict[str, Any]]) -> dg.AssetsD
         context: dg.AssetExecutionContext,
         config: TrainingConfig,
         vocabulary: dict,
-        train_tokens: np.ndarray,
-        validation_tokens: np.ndarray,
+        train_tokens: TokenShards,
+        validation_tokens: TokenShards,
     ) -> dg.Output[TensorBundle]:
         """Train the run's experiment (its preset, overrides and this run's config); store weights as
         safetensors with config and summary. One worker trains here, in the run's process; more train on Ray

@@ -14,6 +14,8 @@ import torch
 from torch.nn import functional as F
 
 from model_code_location.checkpoints import CheckpointStore, TrainingState
+from shared_code_location.contract.token_shards import TokenShards
+from shared_code_location.model.token_windows import BatchSampler, Tokens, as_token_shards, to_device
 from shared_code_location.model.transformer import (
     DecoderTransformer,
     TransformerConfig,
@@ -52,27 +54,26 @@ def make_optimizer(model: DecoderTransformer, hp: dict[str, Any], device: torch.
 
 
 def batch_sampler(
-    tokens: torch.Tensor, block_size: int, batch_size: int, generator: torch.Generator, rank: int = 0, world: int = 1
-):
-    """A function returning random (inputs, targets) windows of the token stream; windows are views, not copies.
+    tokens: TokenShards | np.ndarray | torch.Tensor,
+    block_size: int,
+    batch_size: int,
+    generator: torch.Generator | int,
+    rank: int = 0,
+    world: int = 1,
+    device: torch.device | None = None,
+) -> BatchSampler:
+    """A function returning random (inputs, targets) windows of a split's shards, never crossing from one shard to
+    the next: `token_windows.BatchSampler`. Tokens that fit the device's budget live there in a compact integer type
+    and windows are gathered there (no host work, no sync per step); larger splits are gathered on the host from
+    the memory-mapped shards and copied asynchronously. With one shard, a window is drawn exactly as from one token
+    stream. `generator`: a seed (the sampler makes its generator where positions are drawn; its `.generator` is what
+    a checkpoint saves) or a generator.
 
     Every rank draws the same `batch_size` window positions from the same generator state and keeps its own
     contiguous `batch_size // world` of them: the ranks together see exactly the batch one process would, so a run
     learns the same thing on any number of workers (up to the order of floating-point sums).
     """
-    if tokens.numel() < block_size + 1:
-        raise ValueError(f"the split has {tokens.numel()} tokens, fewer than block_size + 1 = {block_size + 1}")
-    if batch_size % world:
-        raise ValueError(f"batch_size ({batch_size}) must be a multiple of the number of workers ({world})")
-    windows = tokens.unfold(0, block_size + 1, 1)  # (n_windows, block_size + 1)
-    shard = slice(rank * batch_size // world, (rank + 1) * batch_size // world)
-
-    def sample() -> tuple[torch.Tensor, torch.Tensor]:
-        positions = torch.randint(windows.shape[0], (batch_size,), generator=generator, device=tokens.device)
-        rows = windows[positions[shard]]
-        return rows[:, :-1], rows[:, 1:]
-
-    return sample
+    return BatchSampler(tokens, block_size, batch_size, generator, rank, world, device)
 
 
 def process_group() -> tuple[int, int]:
@@ -104,14 +105,15 @@ def _mean_over_ranks(value: float, world: int, device: torch.device) -> float:
     return total.item() / world
 
 
-def evaluate_loss(model: DecoderTransformer, tokens: torch.Tensor, max_tokens: int = 0) -> float:
-    """Mean next-token loss (nats) over consecutive windows of `tokens`: `window_metrics`, as the evaluation uses."""
+def evaluate_loss(model: DecoderTransformer, tokens: Tokens, max_tokens: int = 0) -> float:
+    """Mean next-token loss (nats) over consecutive windows of `tokens` (shards streamed, or resident segments):
+    `window_metrics`, as the evaluation uses."""
     return window_metrics(model, tokens, max_tokens)["loss"]
 
 
 def train(
-    train_ids: np.ndarray,
-    validation_ids: np.ndarray,
+    train_ids: TokenShards | np.ndarray,
+    validation_ids: TokenShards | np.ndarray,
     vocab_size: int,
     hp: dict[str, Any],
     log: Callable[[str], None] = print,
@@ -154,10 +156,11 @@ def train(
         forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         torch.manual_seed(hp["seed"] + rank)  # dropout: every rank its own masks (rank 0 as one process would)
     optimizer = make_optimizer(model, hp, device)
-    train_tokens = torch.from_numpy(train_ids.astype(np.int64)).to(device)
-    validation_tokens = torch.from_numpy(validation_ids.astype(np.int64)).to(device)
-    generator = torch.Generator(device=device).manual_seed(hp["seed"])
-    next_batch = batch_sampler(train_tokens, hp["block_size"], hp["batch_size"], generator, rank, world)
+    train_ids, validation_ids = as_token_shards(train_ids, vocab_size), as_token_shards(validation_ids, vocab_size)
+    next_batch = batch_sampler(train_ids, hp["block_size"], hp["batch_size"], hp["seed"], rank, world, device)
+    generator = next_batch.generator  # where the windows are drawn; its state goes in the checkpoint
+    # On the device when it fits (compact ids, one tensor per shard), else streamed from the shards at each evaluation.
+    validation_tokens = to_device(validation_ids, device) or validation_ids
     tokens_per_step = hp["batch_size"] * hp["block_size"]  # of the whole batch, all ranks together
     if rank:
         log = _silent  # rank 0 speaks for the group
@@ -243,7 +246,7 @@ def train(
     if checkpoints is not None and clear_checkpoint:
         checkpoints.clear()
     final_validation = evaluate_loss(model, validation_tokens)  # the whole split, best weights
-    final_train = evaluate_loss(model, train_tokens, max_tokens=len(validation_ids))
+    final_train = evaluate_loss(model, next_batch.segments, max_tokens=len(validation_ids))
     summary = {
         "parameters": model.num_parameters(),
         "device": str(device),

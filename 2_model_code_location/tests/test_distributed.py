@@ -33,6 +33,7 @@ from shared_code_location.contract.asset_keys import TRAIN_TOKENS, TRAINED_MODEL
 from shared_code_location.contract.experiments import EXPERIMENTS
 from shared_code_location.contract.io_manager import PipelineIOManager
 from shared_code_location.contract.storage_formats import StorageFormat, decode, encode
+from shared_code_location.contract.token_shards import TokenShards, store_array
 from shared_code_location.runtime.net import free_port
 
 CORPUS = settings.project_root() / "example_input_files_resource" / "tinyshakespeare.txt"
@@ -64,8 +65,9 @@ def storage(tmp_path_factory) -> Path:
     etl = root / "etl"
     etl.mkdir()
     (etl / "vocabulary.json").write_bytes(encode(StorageFormat.JSON, {"vocab_size": vocab_size}))
-    (etl / "train_tokens.npy").write_bytes(encode(StorageFormat.NUMPY, train_ids))
-    (etl / "validation_tokens.npy").write_bytes(encode(StorageFormat.NUMPY, validation_ids))
+    for split, ids in (("train", train_ids), ("validation", validation_ids)):
+        manifest = store_array(root, f"etl/shards/{split}.npy", ids, vocab_size, split)
+        (etl / f"{split}_tokens.json").write_bytes(encode(StorageFormat.TOKEN_SHARDS, manifest))
     return root
 
 
@@ -284,7 +286,7 @@ def test_a_cluster_that_dies_fails_the_run_clearly_and_leaves_no_process(interru
     from model_code_location.checkpoints import checkpoint_key
     from model_code_location.trained_model import TRAINING_CODE_VERSION
 
-    train_ids, validation_ids, _ = tokens()
+    train_ids, validation_ids = (TokenShards.open(storage, f"etl/{s}_tokens.json") for s in ("train", "validation"))
     store = CheckpointStore(UPath(storage), checkpoint_key(TRAINING_CODE_VERSION, hp, train_ids, validation_ids))
     assert store.path.exists()  # what the retry resumes from
 

@@ -104,3 +104,27 @@ def test_a_checkpoint_of_other_data_code_or_config_is_never_resumed():
     assert checkpoint_key("1", params, train_ids[1:], validation_ids) != key  # data
     # How often it logs or checkpoints does not change what it learns.
     assert checkpoint_key("1", params | {"checkpoint_interval": 7, "log_interval": 3}, train_ids, validation_ids) == key
+
+
+def test_training_reads_shards_on_the_device_or_from_their_memory_maps_alike(tmp_path, monkeypatch):
+    # Two files' shards, as the ETL stores them and the IO manager hands them over: training samples across both
+    # without joining them; with the tokens on the device or gathered from the memory maps (a split larger than
+    # the device's budget), it learns exactly the same model.
+    import torch
+
+    from shared_code_location.contract.token_shards import Shard, TokenShards, manifest, store_array
+    from shared_code_location.model import token_windows
+
+    train_ids, validation_ids, vocab = tiny_data()
+    files = [store_array(tmp_path, f"etl/shards/{i}.npy", part, vocab, "train") for i, part in enumerate(
+        (train_ids[:5000], train_ids[5000:]))]  # fmt: skip
+    shards = [Shard.from_json(shard) for stored in files for shard in stored["shards"]]
+    train_split = TokenShards(manifest("train", shards, None, vocab), tmp_path)
+    validation = TokenShards(store_array(tmp_path, "etl/shards/v.npy", validation_ids, vocab, "validation"), tmp_path)
+    params = hp(max_iters=60, eval_interval=30)
+    resident = train(train_split, validation, vocab, params, log=lambda _: None)
+    monkeypatch.setattr(token_windows, "CPU_RESIDENT_BYTES", 0)
+    mapped = train(train_split, validation, vocab, params, log=lambda _: None)
+    assert resident.history["validation_loss"][-1] < resident.history["validation_loss"][0] - 0.5
+    expected, actual = resident.model.state_dict(), mapped.model.state_dict()
+    assert all(torch.equal(expected[name], actual[name]) for name in expected)

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import torch
 
+from shared_code_location.contract.token_shards import TokenShards
 from shared_code_location.model.tokenizer import CharTokenizer
 from shared_code_location.model.transformer import DecoderTransformer, window_metrics
 
@@ -13,10 +14,10 @@ SAMPLE_PROMPTS = ("ROMEO:\n", "First Citizen:\n", "KING HENRY VI:\nO")
 SAMPLE_SEED = 1337
 
 
-def language_model_metrics(model: DecoderTransformer, tokens: np.ndarray) -> dict[str, float]:
+def language_model_metrics(model: DecoderTransformer, tokens: TokenShards | np.ndarray) -> dict[str, float]:
     """Loss (nats/token), perplexity, bits per character and next-token accuracy over consecutive windows: the
-    model's own `window_metrics`, the same that training's validation loss uses."""
-    metrics = window_metrics(model, torch.from_numpy(tokens.astype(np.int64)))
+    model's own `window_metrics`, the same that training's validation loss uses, streamed shard by shard."""
+    metrics = window_metrics(model, tokens)
     return metrics | {"perplexity": math.exp(metrics["loss"]), "bits_per_character": metrics["loss"] / math.log(2)}
 
 

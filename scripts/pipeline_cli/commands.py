@@ -167,9 +167,10 @@ def run_command(
 ) -> None:
     """Run the whole graph headless, location by location in pipeline order, each in its own venv.
 
-    Each location runs only its stale assets, and of partitioned assets only the stale experiments: never
-    materialized, code version changed, new upstream data, the experiment's YAML changed, other config, or reading
-    input from outside Dagster (ETL's files). With unchanged code, experiments and corpus, training is skipped.
+    Each location runs only its stale assets, and of partitioned assets only the stale partitions (the ETL's input
+    files, one run each, then the step that combines them; the experiments): never materialized, code version
+    changed, new upstream data, a file or the experiment's YAML changed, other config, a failed blocking check. With
+    unchanged code, files and experiments, nothing runs.
     `--preset` replaces each experiment's own preset and overrides; `--set` overrides one field of each. Runs land
     in the shared instance, so they show in the UI. Stops at the first failure and exits non-zero, with its cause:
     the error the asset raised, or the check that did not pass and what it saw.

@@ -70,6 +70,13 @@ DEPLOYMENT = Setting(
     "Which resources the locations bind: `local` (the defaults above) or `production` (storage, input and output "
     "taken from the environment with `dg.EnvVar`, required, so that separate containers share them).",
 )
+TOKEN_CACHE = Setting(
+    "ML_PIPELINE_TOKEN_CACHE",
+    None,
+    "The local folder where token shards kept in object storage are cached (each fetched once, named and checked "
+    "by its sha256) so that training and evaluation memory-map them; default: ml-pipeline-tokens in the system's "
+    "temporary folder.",
+)
 POSTGRES_URL = Setting(
     "ML_PIPELINE_POSTGRES_URL",
     None,
@@ -87,6 +94,13 @@ AUTOMATION_INTERVAL = Setting(
     "15",
     "Seconds between two evaluations of each location's automation sensor: how soon new upstream data starts the "
     "next location's run, against the daemon's CPU (the daemon tests use 5).",
+)
+MAX_HELD_OUT_OOV_RATE = Setting(
+    "ML_PIPELINE_MAX_HELD_OUT_OOV_RATE",
+    "0.001",
+    "The largest share of the validation or test characters that the train vocabulary may lack before the ETL's "
+    "blocking check vocabulary_covers_held_out_splits stops the pipeline (0.001: 0.1%); its failure names each "
+    "missing character, its count and where it first occurs.",
 )
 S3_ENDPOINT_URL = Setting(
     "ML_PIPELINE_S3_ENDPOINT_URL",
@@ -149,9 +163,11 @@ SETTINGS: tuple[Setting, ...] = (
     OUTPUT_DIR,
     STORAGE_URI,
     DEPLOYMENT,
+    TOKEN_CACHE,
     POSTGRES_URL,
     TRAINING_PRESET,
     AUTOMATION_INTERVAL,
+    MAX_HELD_OUT_OOV_RATE,
     S3_ENDPOINT_URL,
     S3_ACCESS_KEY_ID,
     S3_SECRET_ACCESS_KEY,

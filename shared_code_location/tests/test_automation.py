@@ -220,3 +220,30 @@ def test_new_data_that_lands_while_the_downstream_runs_triggers_one_more_run():
     run.join(timeout=60)
     keys, cursor = requested(defs, instance, cursor)
     assert keys == {"downstream"}  # eager() would have forgotten "three"
+
+
+def test_the_combine_step_waits_for_files_and_runs_once_they_are_all_in():
+    # The ETL's vocabulary and manifests read every file's partition: on a fresh instance (no file yet) nothing runs
+    # (ON_UPSTREAM_CHANGE alone would request a combine of nothing); once a file is ingested, they do.
+    from shared_code_location.contract.corpus_files import CORPUS_FILES
+    from shared_code_location.runtime.automation import ON_FILES_CHANGE
+
+    @dg.asset(partitions_def=CORPUS_FILES)
+    def upstream() -> int:
+        return 1
+
+    @dg.asset(deps=[upstream], automation_condition=ON_FILES_CHANGE)
+    def downstream() -> None:
+        return None
+
+    instance = dg.DagsterInstance.ephemeral()
+    defs = [upstream, downstream]
+    keys, cursor = requested(defs, instance)
+    assert keys == set()
+    instance.add_dynamic_partitions(CORPUS_FILES.name, ["a.txt", "b.txt"])
+    assert dg.materialize([upstream], instance=instance, partition_key="a.txt").success
+    keys, cursor = requested(defs, instance, cursor)
+    assert keys == set()  # b.txt not ingested yet
+    assert dg.materialize([upstream], instance=instance, partition_key="b.txt").success
+    keys, cursor = requested(defs, instance, cursor)
+    assert keys == {"downstream"}

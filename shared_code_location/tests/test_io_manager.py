@@ -10,6 +10,7 @@ import pytest
 from shared_code_location.contract.asset_keys import IO_MANAGER_KEY, TRAIN_TOKENS, VOCABULARY
 from shared_code_location.contract.io_manager import PipelineIOManager
 from shared_code_location.contract.storage_formats import StorageFormat, StorageFormatError, TensorBundle
+from shared_code_location.contract.token_shards import TokenShards, store_array
 
 
 def _assets(bad_json: bool = False):
@@ -17,9 +18,10 @@ def _assets(bad_json: bool = False):
     def vocabulary() -> dict:
         return {"symbols": ["a", "b"]} if not bad_json else {"oops": {1, 2}}
 
-    @dg.asset(key=TRAIN_TOKENS.key, metadata=TRAIN_TOKENS.metadata)
-    def train_tokens() -> np.ndarray:
-        return np.arange(10, dtype=np.uint16)
+    @dg.asset(key=TRAIN_TOKENS.key, metadata=TRAIN_TOKENS.metadata, required_resource_keys={IO_MANAGER_KEY})
+    def train_tokens(context: dg.AssetExecutionContext) -> dict:
+        # The shard beside the data; the manifest through the IO manager (what the ETL does, file by file).
+        return store_array(context.resources.io_manager.root, "etl/shards/t.npy", np.arange(10), 12, "train")
 
     @dg.asset(metadata={"storage_format": "safetensors"})
     def weights() -> TensorBundle:
@@ -30,10 +32,10 @@ def _assets(bad_json: bool = False):
         return "héllo\n"
 
     @dg.asset(ins={"vocabulary": dg.AssetIn(VOCABULARY.key), "tokens": dg.AssetIn(TRAIN_TOKENS.key)})
-    def consumer(vocabulary: dict, tokens: np.ndarray, weights: TensorBundle, text: str) -> dict:
+    def consumer(vocabulary: dict, tokens: TokenShards, weights: TensorBundle, text: str) -> dict:
         return {
             "symbols": vocabulary["symbols"],
-            "tokens": tokens.tolist(),
+            "tokens": tokens.read(0).tolist(),
             "weights_shape": list(weights.tensors["w"].shape),
             "config": weights.metadata["config"],
             "text": text,
@@ -43,7 +45,8 @@ def _assets(bad_json: bool = False):
 
 
 @pytest.mark.parametrize("location", ["local", "memory"])
-def test_every_format_round_trips(tmp_path, location):
+def test_every_format_round_trips(tmp_path, location, monkeypatch):
+    monkeypatch.setenv("ML_PIPELINE_TOKEN_CACHE", str(tmp_path / "cache"))  # where shards in object storage land
     base = str(tmp_path) if location == "local" else f"memory://test-{uuid.uuid4().hex}"
     result = dg.materialize(_assets(), resources={IO_MANAGER_KEY: PipelineIOManager(base_uri=base)})
     assert result.success
@@ -58,7 +61,7 @@ def test_every_format_round_trips(tmp_path, location):
 
     root = UPath(base)
     assert (root / "etl" / "vocabulary.json").exists()
-    assert (root / "etl" / "train_tokens.npy").exists()
+    assert (root / "etl" / "train_tokens.json").exists() and (root / "etl" / "shards" / "t.npy").exists()
     assert (root / "weights.safetensors").exists()
     assert (root / "text.txt").read_text(encoding="utf-8") == "héllo\n"
     assert (root / "consumer.json").exists()
@@ -67,7 +70,7 @@ def test_every_format_round_trips(tmp_path, location):
     # Each materialization links to its file.
     [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == TRAIN_TOKENS.key]
     uri = event.materialization.metadata["uri"].value
-    assert uri.endswith("etl/train_tokens.npy")
+    assert uri.endswith("etl/train_tokens.json")
     assert uri.startswith("file://" if location == "local" else "memory://")
 
 

@@ -125,7 +125,7 @@ def test_partitions_are_stale_one_by_one():
         "model/trained[c]": "never materialized",
         "deploy/board": "upstream model/trained is rebuilt",
     }
-    assert keys(stale_assets(defs, instance, partitions=["c"])) == {
+    assert keys(stale_assets(defs, instance, partitions={EXPERIMENTS.name: ["c"]})) == {
         "model/trained[c]": "never materialized",
         "deploy/board": "upstream model/trained is rebuilt",
     }

@@ -1,44 +1,61 @@
-"""`input_files_sensor`: launches the ETL when a corpus file is added, changed or removed."""
+"""`input_files_sensor`: keeps one partition per input file, and ingests each file that is new or changed, once.
+
+Each tick lists the folder (no file is read). Against the instance, not a cursor of its own, it works out what
+`cli.py run` would: a new file adds its partition, a removed one deletes it, and a new or changed file (its size or
+modification time differs from what its partition last read) gets one run of `ingest_file_job` for its partition,
+keyed by the file's fingerprint so that a run is requested once per version of a file (a file that fails is not
+retried until it changes). The ETL's automation then combines the files once none is running; a removal alone
+requests the combine itself. The cursor only skips the instance's queries while the folder is unchanged.
+"""
 
 import hashlib
 import json
 
 import dagster as dg
 
+from etl_code_location.defs import jobs  # the module, not its jobs: the defs folder would list them twice
+from etl_code_location.defs.file_tokens import FILE_TOKENS_KEY
+from shared_code_location.contract.corpus_files import CORPUS_FILES, folder_files, stale_files
+from shared_code_location.contract.experiments import partition_sync_requests
 from shared_code_location.contract.resources import InputFilesResource
 
 
-def folder_state(input_files: InputFilesResource) -> dict[str, list[int]]:
-    """{file name: [size, mtime in ns]} of every matching file (local or in object storage); empty if the folder
-    is missing."""
-    from shared_code_location.contract.storage import storage_errors
-
-    folder = input_files.path
-    with storage_errors(folder):
-        if not folder.is_dir():
-            return {}
-        stats = {p.name: p.stat() for p in folder.glob(input_files.pattern)}
-    return {name: [stat.st_size, int(stat.st_mtime * 1e9)] for name, stat in sorted(stats.items())}
-
-
 @dg.sensor(
-    job_name="etl_job",
+    jobs=[jobs.ingest_file_job, jobs.combine_job],
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Runs etl_job when a *.txt file of the input folder is added, changed or removed.",
+    description="One partition per *.txt file of the input folder: adds, re-ingests or removes a file's partition "
+    "when the file is added, changed or removed.",
 )
-def input_files_sensor(context: dg.SensorEvaluationContext, input_files: InputFilesResource):
-    """The cursor holds the last folder state, so each change launches exactly one run."""
-    state = folder_state(input_files)
-    encoded = json.dumps(state, sort_keys=True)
-    if encoded == (context.cursor or json.dumps({})):
+def input_files_sensor(
+    context: dg.SensorEvaluationContext, input_files: InputFilesResource
+) -> dg.SensorResult | dg.SkipReason:
+    """See the module docstring."""
+    files = folder_files(input_files)
+    state = json.dumps(files, sort_keys=True)
+    if state == context.cursor:
         return dg.SkipReason(f"no change in {input_files.path}")
-    previous = json.loads(context.cursor) if context.cursor else {}
-    changed = sorted(name for name in state.keys() | previous.keys() if state.get(name) != previous.get(name))
-    context.update_cursor(encoded)
-    if not state:
-        return dg.SkipReason(f"{input_files.path} holds no {input_files.pattern} file; nothing to ingest")
-    return dg.RunRequest(
-        run_key=hashlib.sha256(encoded.encode()).hexdigest()[:16],
-        tags={"trigger": "input_files_sensor", "changed_files": ",".join(changed)[:200]},
-    )
+    added, removed = partition_sync_requests(context.instance, files, CORPUS_FILES)
+    stale = stale_files(context.instance, FILE_TOKENS_KEY, files)
+    runs = [
+        dg.RunRequest(
+            job_name=jobs.ingest_file_job.name,
+            partition_key=name,
+            run_key=f"{name}:{files[name]}",
+            tags={"trigger": "input_files_sensor"},
+        )
+        for name in stale
+    ]
+    if removed and not stale:  # nothing will be ingested, after which the automation would combine: combine now
+        digest = hashlib.sha256(state.encode()).hexdigest()[:16]
+        runs.append(
+            dg.RunRequest(job_name=jobs.combine_job.name, run_key=f"removed:{digest}", tags={"trigger": "removed"})
+        )
+    requests = []
+    if added:
+        requests.append(CORPUS_FILES.build_add_request(added))
+    if removed:
+        requests.append(CORPUS_FILES.build_delete_request(removed))
+    if not (runs or requests):
+        return dg.SensorResult(skip_reason=f"every file of {input_files.path} is ingested as it is", cursor=state)
+    return dg.SensorResult(run_requests=runs, dynamic_partitions_requests=requests, cursor=state)

@@ -1,19 +1,13 @@
-"""`etl/text_splits`: train / validation / test as contiguous blocks of the corpus, so nothing leaks across."""
+"""Train / validation / test as contiguous blocks of each file, so nothing leaks across, cut at line starts."""
+
+from collections.abc import Callable
 
 import dagster as dg
 from pydantic import model_validator
 
-from etl_code_location.defs.ingest import CORPUS_KEY
-from shared_code_location.contract.asset_keys import ETL_PREFIX, stored_as
-from shared_code_location.contract.storage_formats import StorageFormat
-from shared_code_location.contract.versions import versioned_output
-
-#: The corpus in contiguous train/validation/test blocks; stays in this location.
-TEXT_SPLITS_KEY = dg.AssetKey([ETL_PREFIX, "text_splits"])
-
 
 class SplitConfig(dg.Config):
-    """Fractions of the corpus, in order: train first, then validation, then test (the rest)."""
+    """Fractions of each input file, in order: train first, then validation, then test (the rest)."""
 
     train_fraction: float = 0.9
     validation_fraction: float = 0.05
@@ -30,46 +24,22 @@ class SplitConfig(dg.Config):
         return self
 
 
-def split_boundaries(text: str, train_fraction: float, validation_fraction: float) -> tuple[int, int]:
-    """Character offsets ending train and validation, moved forward to the next line start so no line is cut."""
-
-    def snap(offset: int) -> int:
-        newline = text.find("\n", offset)
-        return len(text) if newline == -1 else newline + 1
-
-    train_end = snap(int(len(text) * train_fraction))
-    validation_end = max(train_end, snap(int(len(text) * (train_fraction + validation_fraction))))
+def split_boundaries(
+    length: int, train_fraction: float, validation_fraction: float, line_start_from: Callable[[int], int]
+) -> tuple[int, int]:
+    """Character offsets ending train and validation in a text of `length` characters, each moved forward to the
+    next line start (`line_start_from(offset)`: the first offset at or after `offset` that starts a line, or
+    `length`) so that no line is cut."""
+    train_end = line_start_from(int(length * train_fraction))
+    validation_end = max(train_end, line_start_from(int(length * (train_fraction + validation_fraction))))
     return train_end, validation_end
 
 
-@dg.asset(
-    key=TEXT_SPLITS_KEY,
-    group_name="etl",
-    ins={"corpus": dg.AssetIn(key=CORPUS_KEY)},
-    metadata=stored_as(StorageFormat.JSON),
-    code_version="1",
-    kinds={"json"},
-)
-def text_splits(context: dg.AssetExecutionContext, config: SplitConfig, corpus: str) -> dg.Output[dict]:
-    """The corpus cut into train, validation and test text, with the offsets of each block."""
-    train_end, validation_end = split_boundaries(corpus, config.train_fraction, config.validation_fraction)
-    splits = {
-        "train": corpus[:train_end],
-        "validation": corpus[train_end:validation_end],
-        "test": corpus[validation_end:],
-    }
-    empty = [name for name, text in splits.items() if not text]
-    if empty:
-        raise ValueError(
-            f"split(s) {empty} are empty: the corpus ({len(corpus)} characters, {corpus.count(chr(10))} lines) "
-            "is too small for these fractions"
-        )
-    offsets = {
-        "train": [0, train_end],
-        "validation": [train_end, validation_end],
-        "test": [validation_end, len(corpus)],
-    }
-    context.add_output_metadata(
-        {f"{name}_characters": len(text) for name, text in splits.items()} | {"offsets": dg.MetadataValue.json(offsets)}
-    )
-    return versioned_output({"offsets": offsets, "splits": splits}, StorageFormat.JSON)
+def text_line_start(text: str) -> Callable[[int], int]:
+    """`line_start_from` for a text in memory."""
+
+    def line_start_from(offset: int) -> int:
+        newline = text.find("\n", offset)
+        return len(text) if newline == -1 else newline + 1
+
+    return line_start_from

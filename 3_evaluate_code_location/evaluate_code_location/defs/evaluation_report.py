@@ -2,7 +2,6 @@
 baselines; partitioned like the model, one partition per experiment."""
 
 import dagster as dg
-import numpy as np
 
 from evaluate_code_location.baselines import bigram_baseline, unigram_baseline
 from shared_code_location.contract.asset_keys import (
@@ -15,6 +14,7 @@ from shared_code_location.contract.asset_keys import (
     inputs,
 )
 from shared_code_location.contract.storage_formats import TensorBundle
+from shared_code_location.contract.token_shards import TokenShards
 from shared_code_location.runtime.automation import ON_UPSTREAM_CHANGE
 
 
@@ -40,8 +40,8 @@ def evaluation_report(
     context: dg.AssetExecutionContext,
     trained_model: TensorBundle,
     vocabulary: dict,
-    train_tokens: np.ndarray,
-    test_tokens: np.ndarray,
+    train_tokens: TokenShards,
+    test_tokens: TokenShards,
 ) -> dict:
     """Test loss, perplexity, bits/char and accuracy of the model and of both baselines; samples from fixed prompts."""
     from evaluate_code_location.model_metrics import generate_samples, language_model_metrics

@@ -118,6 +118,22 @@ def _upstream_data_versions(context: dg.AssetExecutionContext, experiment: str) 
     return versions
 
 
+def _training_data(context: dg.AssetExecutionContext) -> dict[str, dict]:
+    """Per split, what the token manifests hold (read through the shared reader; no shard is opened): tokens, shards,
+    the files they came from, and the vocabulary version their ids are in."""
+    data = {}
+    for contract in (TRAIN_TOKENS, VALIDATION_TOKENS, TEST_TOKENS):
+        tokens = context.resources.io_manager.stored(contract)
+        if tokens is not None:
+            data[contract.key.path[-1]] = {
+                "tokens": tokens.tokens,
+                "shards": len(tokens.shards),
+                "files": sorted({shard.file for shard in tokens.shards}),
+                "vocabulary_version": tokens.vocabulary_version,
+            }
+    return data
+
+
 def _model_card_markdown(card: dict) -> str:
     metrics = card["metrics"]["model"]
     bigram = card["metrics"]["baselines"]["bigram"]
@@ -193,6 +209,7 @@ def release(
         "metrics": {"model": evaluation_report["model"], "baselines": evaluation_report["baselines"]},
         "samples": evaluation_report["samples"],
         "upstream_data_versions": _upstream_data_versions(context, leaderboard["winner"]),
+        "data": _training_data(context),
         "dagster_run_id": context.run.run_id,
         "onnx": {"opset": OPSET, **SIGNATURE},
         "checks": {PARITY_KEY: parity_record(parity)} if parity else {},

@@ -87,9 +87,22 @@ def _asset(
 VOCABULARY = _asset(
     ETL_PREFIX, "vocabulary", StorageFormat.JSON, "Tokenizer vocabulary built from the train split only."
 )
-TRAIN_TOKENS = _asset(ETL_PREFIX, "train_tokens", StorageFormat.NUMPY, "Token ids of the train split.")
-VALIDATION_TOKENS = _asset(ETL_PREFIX, "validation_tokens", StorageFormat.NUMPY, "Token ids of the validation split.")
-TEST_TOKENS = _asset(ETL_PREFIX, "test_tokens", StorageFormat.NUMPY, "Token ids of the held-out test split.")
+# The token splits are manifests of `.npy` shards (`token_shards.py`); consumers get a `TokenShards` reader.
+TRAIN_TOKENS = _asset(
+    ETL_PREFIX, "train_tokens", StorageFormat.TOKEN_SHARDS, "Token ids of the train split: the manifest of its shards."
+)
+VALIDATION_TOKENS = _asset(
+    ETL_PREFIX,
+    "validation_tokens",
+    StorageFormat.TOKEN_SHARDS,
+    "Token ids of the validation split: the manifest of its shards.",
+)
+TEST_TOKENS = _asset(
+    ETL_PREFIX,
+    "test_tokens",
+    StorageFormat.TOKEN_SHARDS,
+    "Token ids of the held-out test split: the manifest of its shards.",
+)
 
 # 2_model → 3_evaluate, 4_deploy
 TRAINED_MODEL = _asset(

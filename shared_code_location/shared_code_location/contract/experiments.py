@@ -56,19 +56,24 @@ def declared_experiments(defs: dg.Definitions) -> dict[str, str]:
     return declared
 
 
-def partition_sync_requests(instance: dg.DagsterInstance, declared: Mapping[str, str]) -> tuple[list[str], list[str]]:
-    """(added, removed): experiment names to add to and delete from the instance's partitions to match `declared`."""
-    current = set(instance.get_dynamic_partitions(EXPERIMENTS.name))
+def partition_sync_requests(
+    instance: dg.DagsterInstance, declared: Mapping[str, str], partitions: dg.DynamicPartitionsDefinition = EXPERIMENTS
+) -> tuple[list[str], list[str]]:
+    """(added, removed): names to add to and delete from the instance's `partitions` (the experiments by default;
+    the ETL's corpus files too) to match `declared`."""
+    current = set(instance.get_dynamic_partitions(partitions.name))
     return [name for name in declared if name not in current], sorted(current - set(declared))
 
 
-def sync_partitions(instance: dg.DagsterInstance, declared: Mapping[str, str]) -> tuple[list[str], list[str]]:
-    """Make the instance's experiment partitions the declared ones; returns (added, removed)."""
-    added, removed = partition_sync_requests(instance, declared)
+def sync_partitions(
+    instance: dg.DagsterInstance, declared: Mapping[str, str], partitions: dg.DynamicPartitionsDefinition = EXPERIMENTS
+) -> tuple[list[str], list[str]]:
+    """Make the instance's `partitions` the declared ones; returns (added, removed)."""
+    added, removed = partition_sync_requests(instance, declared, partitions)
     if added:
-        instance.add_dynamic_partitions(EXPERIMENTS.name, added)
+        instance.add_dynamic_partitions(partitions.name, added)
     for name in removed:
-        instance.delete_dynamic_partition(EXPERIMENTS.name, name)
+        instance.delete_dynamic_partition(partitions.name, name)
     return added, removed
 
 

@@ -105,7 +105,24 @@ class ContractUPathIOManager(dg.UPathIOManager):
         with storage_errors(path):
             if not path.exists():
                 raise FileNotFoundError(f"{contract.key.to_user_string()} partition {partition!r}: no file at {path}")
-            return decode(contract.storage_format, path.read_bytes())
+            return self._decode(contract.storage_format, path.read_bytes())
+
+    def stored(self, contract: ContractAsset) -> Any | None:
+        """The last stored value of an unpartitioned contract asset, or None if it was never written: for an asset
+        that builds on its own last value (the vocabulary keeps its ids)."""
+        *folders, name = contract.key.path
+        path = self._base_path.joinpath(*folders, name + contract.storage_format.extension)
+        with storage_errors(path):
+            return self._decode(contract.storage_format, path.read_bytes()) if path.exists() else None
+
+    def _decode(self, fmt: StorageFormat, data: bytes) -> Any:
+        """`decode`, except that a token-shards manifest comes back as the reader over its shards."""
+        value = decode(fmt, data)
+        if fmt is StorageFormat.TOKEN_SHARDS:
+            from shared_code_location.contract.token_shards import TokenShards
+
+            return TokenShards(value, root=self._base_path)
+        return value
 
     def get_op_output_relative_path(self, context: dg.InputContext | dg.OutputContext) -> UPath:
         path = super().get_op_output_relative_path(context)
@@ -127,7 +144,7 @@ class ContractUPathIOManager(dg.UPathIOManager):
             check_bucket(path)  # a missing bucket is not a missing value
             name = context.asset_key.to_user_string() if context.has_asset_key else str(path)
             raise FileNotFoundError(f"{name} has not been materialized yet: no file at {path}. Materialize it first.")
-        return decode(_declared_format(context), path.read_bytes())
+        return self._decode(_declared_format(context), path.read_bytes())
 
     def get_metadata(self, context: dg.OutputContext, obj: Any) -> dict[str, dg.MetadataValue]:
         path = self._get_path(context)

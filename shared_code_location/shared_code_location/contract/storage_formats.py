@@ -7,6 +7,10 @@
 | numpy         | `numpy.ndarray` (not object)  | `.npy`         |
 | safetensors   | `TensorBundle`                | `.safetensors` |
 | onnx          | `bytes` of an ONNX model      | `.onnx`        |
+| token_shards  | a manifest of `.npy` shards   | `.json`        |
+
+`token_shards` is how token ids cross locations (`contract/token_shards.py`): the stored value is a small JSON
+manifest; the IO manager hands consumers a `TokenShards` reader over the shards it lists.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class StorageFormat(enum.StrEnum):
     NUMPY = "numpy"
     SAFETENSORS = "safetensors"
     ONNX = "onnx"
+    TOKEN_SHARDS = "token_shards"
 
     @property
     def extension(self) -> str:
@@ -43,12 +48,16 @@ class StorageFormat(enum.StrEnum):
         return _EXTENSIONS[self]
 
 
+#: The `format` field of a token-shards manifest.
+TOKEN_SHARDS_FORMAT = "token-shards/v1"
+
 _EXTENSIONS = {
     StorageFormat.TEXT: ".txt",
     StorageFormat.JSON: ".json",
     StorageFormat.NUMPY: ".npy",
     StorageFormat.SAFETENSORS: ".safetensors",
     StorageFormat.ONNX: ".onnx",
+    StorageFormat.TOKEN_SHARDS: ".json",
 }
 
 
@@ -92,6 +101,8 @@ def encode(fmt: StorageFormat, value: Any) -> bytes:
         if not isinstance(value, (bytes, bytearray)):
             raise StorageFormatError(f"onnx format needs the model's bytes, got {type(value).__name__}")
         return bytes(value)
+    if fmt is StorageFormat.TOKEN_SHARDS:
+        return encode(StorageFormat.JSON, _manifest(getattr(value, "manifest", value)))  # a TokenShards, or its dict
     raise StorageFormatError(f"unknown storage format {fmt!r}")
 
 
@@ -109,7 +120,16 @@ def decode(fmt: StorageFormat, data: bytes) -> Any:
         return TensorBundle(tensors=load(data), metadata=read_safetensors_metadata(data))
     if fmt is StorageFormat.ONNX:
         return data
+    if fmt is StorageFormat.TOKEN_SHARDS:
+        return _manifest(json.loads(data.decode("utf-8")))
     raise StorageFormatError(f"unknown storage format {fmt!r}")
+
+
+def _manifest(value: Any) -> dict[str, Any]:
+    """`value` if it is a token-shards manifest (`token_shards.py` checks the rest when it reads one)."""
+    if not isinstance(value, dict) or value.get("format") != TOKEN_SHARDS_FORMAT:
+        raise StorageFormatError(f"not a {TOKEN_SHARDS_FORMAT} manifest")
+    return value
 
 
 def read_safetensors_metadata(data: bytes) -> dict[str, Any]:
@@ -131,6 +151,11 @@ def is_local(path: UPath | Path) -> bool:
     return isinstance(path, Path) or getattr(path, "protocol", "") in ("", "file", "local")
 
 
+def local_path(path: UPath | Path) -> Path:
+    """A local `path` (a plain path, or a file:// UPath) as a plain `Path`."""
+    return Path(os.fspath(path.path if hasattr(path, "path") and not isinstance(path, Path) else path))
+
+
 def atomic_write_bytes(path: UPath | Path | str, data: bytes) -> None:
     """Write `data` so that readers see the old file or the new one, never a torn one.
 
@@ -143,7 +168,7 @@ def atomic_write_bytes(path: UPath | Path | str, data: bytes) -> None:
         # No mkdir: object stores have no folders, and s3fs's would create a missing bucket (a typo's, say).
         path.write_bytes(data)
         return
-    target = Path(os.fspath(path.path if hasattr(path, "path") and not isinstance(path, Path) else path))
+    target = local_path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:

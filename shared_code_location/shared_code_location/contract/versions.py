@@ -29,6 +29,9 @@ from shared_code_location.private_dagster import (
 
 #: Tag of assets that read input from outside Dagster; its value (a tag value: letters, digits, `_-.`) says what.
 EXTERNAL_INPUT_TAG = "ml_pipeline/external_input"
+#: Materialization metadata of an asset that reads every partition of an input: the partitions it read. Dagster
+#: records no such thing, and a deleted partition (a removed input file) writes nothing that says the asset is behind.
+INPUT_PARTITIONS_METADATA_KEY = "input_partitions"
 
 
 def content_version(fmt: StorageFormat, value: Any) -> dg.DataVersion:

@@ -8,7 +8,7 @@ imports torch.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -17,6 +17,9 @@ from torch.nn import functional as F
 
 from shared_code_location.contract.storage_formats import TensorBundle
 from shared_code_location.model.config import TransformerConfig
+
+if TYPE_CHECKING:
+    from shared_code_location.model.token_windows import Tokens
 
 MODEL_FORMAT = "decoder-transformer/v1"
 
@@ -219,28 +222,25 @@ def autocast(device: torch.device):
 
 @torch.no_grad()
 def window_metrics(
-    model: DecoderTransformer, tokens: torch.Tensor, max_tokens: int = 0, batch_size: int = 64
+    model: DecoderTransformer, tokens: Tokens, max_tokens: int = 0, batch_size: int = 64
 ) -> dict[str, float]:
     """Mean next-token cross-entropy (nats/token) and accuracy over consecutive non-overlapping windows of a block.
 
     The one implementation of the windowed loss: training's validation loss and the evaluation's test loss both come
-    from here, so they are comparable. Deterministic: the same tokens always give the same windows. `max_tokens` > 0
+    from here, so they are comparable. `tokens`: the split's `TokenShards` (streamed shard by shard in bounded
+    memory), a tensor or array of ids, or device-resident segments (`token_windows.to_device`); a window never
+    crosses from one shard to the next. Deterministic: the same tokens always give the same windows. `max_tokens` > 0
     uses only the first windows. Runs on the model's device, in eval mode, and restores the mode after.
     """
-    block = model.config.block_size
-    usable = (tokens.numel() - 1) // block * block
-    if max_tokens:
-        usable = min(usable, max(block, max_tokens // block * block))
-    if usable <= 0:
-        raise ValueError(f"{tokens.numel()} tokens cannot fill one window of {block + 1}")
-    inputs, targets = tokens[:usable].view(-1, block), tokens[1 : usable + 1].view(-1, block)
+    from shared_code_location.model.token_windows import window_batches
+
+    usable, batches = window_batches(tokens, model.config.block_size, max_tokens, batch_size)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     total_loss, correct = 0.0, 0
-    for start in range(0, inputs.shape[0], batch_size):
-        x = inputs[start : start + batch_size].to(device)
-        y = targets[start : start + batch_size].to(device)
+    for inputs, targets in batches:
+        x, y = inputs.to(device).long(), targets.to(device).long()
         with autocast(device):
             logits = model(x).float()
         total_loss += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()

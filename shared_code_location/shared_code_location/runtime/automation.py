@@ -60,6 +60,14 @@ ON_ANY_PARTITION_CHANGE = (
 ).with_label("on new data in any partition")
 
 
+#: For an asset that combines every partition of its input (the ETL's vocabulary and token manifests, over the input
+#: files): as `ON_UPSTREAM_CHANGE` (so not while a file is missing, failed, or still running), and only once there is
+#: something to combine: on a fresh instance, whose input has no partition yet, it launches nothing.
+ON_FILES_CHANGE = (ON_UPSTREAM_CHANGE & A.any_deps_match(~A.missing())).with_label(
+    "on upstream change, every file read, checks passed"
+)
+
+
 def automation_sensor(
     project_file: str, run_tags: dict[str, str] | None = None
 ) -> dg.AutomationConditionSensorDefinition:

@@ -25,18 +25,22 @@ import logging
 import re
 import sys
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
 from shared_code_location.contract.asset_keys import SUMMARY_METADATA_KEY
+from shared_code_location.contract.corpus_files import CORPUS_FILES, location_files
 from shared_code_location.contract.experiments import EXPERIMENTS, declared_experiments, sync_partitions
 from shared_code_location.runtime.staleness import Target, op_defs, stale_assets, waits_on_upstream
 
 #: The line a location prints on stdout once its definitions loaded, before the JSON of its config fields.
 READY = "READY "
+
+#: How a progress line names one partition of each kind.
+_PARTITION_NOUN = {EXPERIMENTS.name: "experiment", CORPUS_FILES.name: "file"}
 
 
 def _field_choices(config_type: Any) -> list[str] | None:
@@ -89,8 +93,8 @@ def _error_cause(error: Any) -> str:
     return error.message.strip()
 
 
-def run_report(result: dg.ExecuteJobResult) -> dict[str, Any]:
-    """What ran, what failed and why, from the run's events."""
+def run_report(result: dg.ExecuteJobResult, partition: str | None = None) -> dict[str, Any]:
+    """What ran, what failed and why, from the run's events (of one `partition`, named in its failures)."""
     failures: list[dict[str, Any]] = []
     failed_checks: set[str] = set()
     materialized: list[dict[str, Any]] = []
@@ -112,7 +116,8 @@ def run_report(result: dg.ExecuteJobResult) -> dict[str, Any]:
             error = event.step_failure_data.error
             if error is not None and error.cls_name == "DagsterAssetCheckFailedError" and failed_checks:
                 continue  # the failed blocking check above says more
-            failures.append({"step": event.step_key, "error": _error_cause(error) if error else "unknown error"})
+            step = event.step_key + (f"[{partition}]" if partition is not None else "")
+            failures.append({"step": step, "error": _error_cause(error) if error else "unknown error"})
         elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
             materialization = event.event_specific_data.materialization
             summary = materialization.metadata.get(SUMMARY_METADATA_KEY)
@@ -222,98 +227,154 @@ def load_error(error: BaseException) -> str:
 
 
 def run(defs: dg.Definitions, options: Mapping[str, Any], force: bool) -> dict[str, Any]:
-    """Plan and run one location; the report the CLI prints. `options["experiment"]` restricts partitioned
-    assets to that experiment's partition.
+    """Plan and run one location against the instance in `$DAGSTER_HOME`; the report the CLI prints. See
+    `run_definitions`."""
+    with dg.DagsterInstance.get() as instance:
+        return run_definitions(defs, options, force, instance)
 
-    Runs in waves: first what is stale for its own reasons, one run for the unpartitioned assets, then one per
-    partition; then it plans again for what was stale only because an upstream asset it just ran is rebuilt.
-    What that upstream left with its data version (the leaderboard, its winner unchanged) is then up to date:
-    nothing is re-exported or re-released for a loser."""
+
+def run_definitions(
+    defs: dg.Definitions, options: Mapping[str, Any], force: bool, instance: dg.DagsterInstance
+) -> dict[str, Any]:
+    """Plan and run the stale assets of `defs` against `instance`; the report the CLI prints.
+
+    First the dynamic partitions are made to match what declares them (the experiments of the YAML; the files of
+    the input folder). `options["experiment"]` restricts the assets partitioned by experiment to that one.
+
+    Runs in waves: first what is stale for its own reasons, in dependency order, one run per partition (a run
+    materializes one partition: the files one by one, then the step that combines them); a failure stops what
+    depends on it. Then it plans again for what was stale only because an upstream asset it just ran is rebuilt:
+    what that upstream left with its data version (the leaderboard, its winner unchanged) is then up to date, so
+    nothing is re-exported or re-released for a loser.
+    """
     try:
         run_config = run_config_for(defs, options)
     except ValueError as error:
         return {"success": False, "failures": [{"error": str(error)}], "stale": {}}
     experiment = options.get("experiment")
-    with dg.DagsterInstance.get() as instance:
-        if declared := declared_experiments(defs):
-            added, removed = sync_partitions(instance, declared)
+    try:
+        files = location_files(defs)
+    except (OSError, ValueError) as error:  # no input folder, no file in it, a file no partition can be named after
+        return {"success": False, "failures": [{"error": str(error)}], "stale": {}}
+    sources: dict[str, dict[str, str]] = {}
+    for partitions, declared in ((EXPERIMENTS, declared_experiments(defs)), (CORPUS_FILES, files)):
+        if partitions is CORPUS_FILES and declared is not None:
+            sources[CORPUS_FILES.name] = declared
+        if declared:
+            added, removed = sync_partitions(instance, declared, partitions)
+            noun = _PARTITION_NOUN[partitions.name] + "s"
             for verb, names in (("added", added), ("removed", removed)):
                 if names:
-                    _progress(f"experiments {verb}: {', '.join(names)}")
-        graph = defs.resolve_asset_graph()
-        partitioned = any(graph.get(key).partitions_def is not None for key in graph.materializable_asset_keys)
-        known = instance.get_dynamic_partitions(EXPERIMENTS.name)
-        if experiment and partitioned and experiment not in known:
-            error = f"no experiment named {experiment!r}; the experiments are: {', '.join(known) or 'none yet'}"
-            return {"success": False, "failures": [{"error": error}], "stale": {}}
-        partitions = [experiment] if experiment else None
-        if force:
-            stale = {
-                Target(key, p): "forced"
-                for key in graph.toposorted_asset_keys
-                if key in graph.materializable_asset_keys
-                for p in _partitions_of(graph.get(key).partitions_def, instance, partitions)
-            }
-        else:
-            stale = stale_assets(defs, instance, run_config, partitions)
-        report: dict[str, Any] = {"stale": {str(target): why for target, why in stale.items()}}
-        reports: list[dict[str, Any]] = []
-        settled: set[Target] = set()
-        kept: list[Target] = []  # stale only for an upstream rebuild, which kept its data version
-        while stale:
-            # The first stale target in dependency order never waits on another, so a wave is never empty.
-            wave = {target: why for target, why in stale.items() if not waits_on_upstream(why)} or stale
-            for target, why in wave.items():
-                _progress(f"{target}: {why}")
-            ran = _run_wave(defs, wave, run_config, instance)
-            reports += ran
-            settled |= set(wave)
-            if not all(r["success"] for r in ran):
-                break
-            waiting = [target for target in stale if target not in settled]
-            replanned = stale_assets(defs, instance, run_config, partitions, settled) if waiting else {}
-            stale = {target: why for target, why in replanned.items() if target in waiting}
-            kept += [target for target in waiting if target not in stale]
-        if kept:
-            names = ", ".join(map(str, kept))
-            _progress(f"up to date after all, as what they read kept its data version: {names}")
-        if not reports:
-            return report | {"success": True, "failures": [], "materialized": []}
-        return report | {
-            "run_id": ", ".join(r["run_id"] for r in reports),
-            "success": all(r["success"] for r in reports),
-            "failures": [failure for r in reports for failure in r["failures"]],
-            "materialized": [entry for r in reports for entry in r["materialized"]],
+                    _progress(f"{noun} {verb}: {', '.join(names)}")
+    graph = defs.resolve_asset_graph()
+    by_experiment = any(graph.get(key).partitions_def == EXPERIMENTS for key in graph.materializable_asset_keys)
+    known = instance.get_dynamic_partitions(EXPERIMENTS.name)
+    if experiment and by_experiment and experiment not in known:
+        error = f"no experiment named {experiment!r}; the experiments are: {', '.join(known) or 'none yet'}"
+        return {"success": False, "failures": [{"error": error}], "stale": {}}
+    partitions = {EXPERIMENTS.name: [experiment]} if experiment else None
+    if force:
+        stale = {
+            Target(key, p): "forced"
+            for key in graph.toposorted_asset_keys
+            if key in graph.materializable_asset_keys
+            for p in _partitions_of(graph.get(key).partitions_def, instance, partitions)
         }
+    else:
+        stale = stale_assets(defs, instance, run_config, partitions, sources)
+    report: dict[str, Any] = {"stale": {str(target): why for target, why in stale.items()}}
+    reports: list[dict[str, Any]] = []
+    settled: set[Target] = set()
+    kept: list[Target] = []  # stale only for an upstream rebuild, which kept its data version
+    while stale:
+        # The first stale target in dependency order never waits on another, so a wave is never empty.
+        wave = {target: why for target, why in stale.items() if not waits_on_upstream(why)} or stale
+        for target, why in wave.items():
+            _progress(f"{target}: {why}")
+        ran = _run_wave(defs, graph, wave, run_config, instance)
+        reports += ran
+        settled |= set(wave)
+        if not all(r["success"] for r in ran):
+            break
+        waiting = [target for target in stale if target not in settled]
+        replanned = stale_assets(defs, instance, run_config, partitions, sources, settled) if waiting else {}
+        stale = {target: why for target, why in replanned.items() if target in waiting}
+        kept += [target for target in waiting if target not in stale]
+    if kept:
+        names = ", ".join(map(str, kept))
+        _progress(f"up to date after all, as what they read kept its data version: {names}")
+    if not reports:
+        return report | {"success": True, "failures": [], "materialized": []}
+    return report | {
+        "run_id": ", ".join(r["run_id"] for r in reports),
+        "success": all(r["success"] for r in reports),
+        "failures": [failure for r in reports for failure in r["failures"]],
+        "materialized": [entry for r in reports for entry in r["materialized"]],
+    }
+
+
+def _partitions_name(graph: Any, key: dg.AssetKey) -> str | None:
+    return getattr(graph.get(key).partitions_def, "name", None)
+
+
+def _levels(graph: Any, targets: Iterable[Target]) -> list[list[Target]]:
+    """`targets` in dependency order, cut wherever the partitioning changes: the assets of one level run
+    together, partition by partition, and each level only once the one before it succeeded."""
+    targets = list(targets)
+    levels: list[list[Target]] = []
+    last: object = object()
+    for key in graph.toposorted_asset_keys:
+        of_key = [target for target in targets if target.key == key]
+        if not of_key:
+            continue
+        partitioning = _partitions_name(graph, key) if graph.get(key).partitions_def is not None else None
+        if not levels or partitioning != last:
+            levels.append([])
+        levels[-1] += of_key
+        last = partitioning
+    return levels
 
 
 def _run_wave(
-    defs: dg.Definitions, wave: Mapping[Target, str], run_config: Mapping[str, Any], instance: dg.DagsterInstance
+    defs: dg.Definitions,
+    graph: Any,
+    wave: Mapping[Target, str],
+    run_config: Mapping[str, Any],
+    instance: dg.DagsterInstance,
 ) -> list[dict[str, Any]]:
-    """Materialize `wave`: one run for the unpartitioned assets, then one per partition (a run materializes one
-    partition); their reports, each failure naming its partition."""
-    batches: dict[str | None, list[dg.AssetKey]] = {}
-    for target in wave:
-        batches.setdefault(target.partition, []).append(target.key)
-    reports = []
-    for partition in sorted(batches, key=lambda p: (p is not None, p or "")):
-        if partition is not None:
-            _progress(f"experiment {partition}")
-        report = run_report(materialize(defs, batches[partition], run_config, instance, partition))
-        for failure in report["failures"]:
-            if partition is not None and "asset" in failure:
-                failure["asset"] += f"[{partition}]"
-        reports.append(report)
+    """Materialize `wave` level by level (`_levels`): one run for a level's unpartitioned assets, or one per
+    partition of its partitioned ones; a level runs only once the one before it succeeded. Their reports, each
+    failure naming its partition."""
+    reports: list[dict[str, Any]] = []
+    for level in _levels(graph, wave):
+        batches: dict[str | None, list[dg.AssetKey]] = {}
+        for target in level:
+            batches.setdefault(target.partition, []).append(target.key)
+        runs = []
+        for partition, keys in sorted(batches.items(), key=lambda item: item[0] or ""):
+            if partition is not None:
+                _progress(f"{_PARTITION_NOUN.get(_partitions_name(graph, keys[0]), 'partition')} {partition}")
+            run = run_report(materialize(defs, keys, run_config, instance, partition), partition)
+            for failure in run["failures"]:
+                if partition is not None and "asset" in failure:
+                    failure["asset"] += f"[{partition}]"
+            runs.append(run)
+        reports += runs
+        if not all(r["success"] for r in runs):
+            break  # what reads this level would read a failed (or the last good) value: not now
     return reports
 
 
 def _partitions_of(
-    partitions_def: dg.PartitionsDefinition | None, instance: dg.DagsterInstance, only: list[str] | None
+    partitions_def: dg.PartitionsDefinition | None,
+    instance: dg.DagsterInstance,
+    only: Mapping[str, list[str]] | None,
 ) -> list[str | None]:
     if partitions_def is None:
         return [None]
     keys = partitions_def.get_partition_keys(dynamic_partitions_store=instance)
-    return [key for key in keys if only is None or key in only]
+    wanted = (only or {}).get(getattr(partitions_def, "name", None))
+    return [key for key in keys if wanted is None or key in wanted]
 
 
 def main() -> None:

@@ -1,11 +1,12 @@
 """Staleness: which assets a re-run must rebuild, and why (what `cli.py run` skips, and what it prints).
 
 An asset is stale when it was never materialized, when its code version changed since, when an input's current
-data version differs from the one it read (`contract/versions.py`), when its experiment's declaration changed, or
-when the run would give it other settings than its last materialization ran with: for a partition whose asset
-names a settings resolver (the model: its hyperparameters, from the experiment's YAML, the run config and a preset
-forced by the environment), the settings it recorded; for any other asset, the config its ops ran with. That is
-what the UI shows too, so that a re-run with unchanged code, data and settings trains nothing.
+data version differs from the one it read (`contract/versions.py`), when its experiment's declaration or its input
+file changed, when a partition it read was removed, when a blocking check of it failed, or when the run would give
+it other settings than its last materialization ran with: for a partition whose asset names a settings resolver
+(the model: its hyperparameters, from the experiment's YAML, the run config and a preset forced by the environment),
+the settings it recorded; for any other asset, the config its ops ran with. That is what the UI shows too, so that
+a re-run with unchanged code, data and settings trains nothing.
 
 An asset stale only because an upstream asset of the same location is rebuilt is decided again once that upstream
 ran (`waits_on_upstream`): if the upstream kept its data version (the leaderboard keeps its winner), it is not.
@@ -16,6 +17,7 @@ from typing import Any, NamedTuple
 
 import dagster as dg
 
+from shared_code_location.contract.corpus_files import recorded_source
 from shared_code_location.contract.experiments import (
     DECLARATIONS_METADATA_KEY,
     DECLARED_METADATA_KEY,
@@ -25,6 +27,7 @@ from shared_code_location.contract.experiments import (
 )
 from shared_code_location.contract.versions import (
     EXTERNAL_INPUT_TAG,
+    INPUT_PARTITIONS_METADATA_KEY,
     data_version,
     input_data_version,
     latest_materialization,
@@ -49,16 +52,21 @@ def stale_assets(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
     run_config: Mapping[str, Any] | None = None,
-    partitions: Sequence[str] | None = None,
+    partitions: Mapping[str, Sequence[str]] | None = None,
+    sources: Mapping[str, Mapping[str, str]] | None = None,
     settled: Collection[Target] = (),
 ) -> dict[Target, str]:
-    """What of `defs` a run must rebuild (each asset, or each partition of a partitioned asset, restricted to
-    `partitions` when given), each with the reason, in dependency order. `settled`: targets this run already
+    """What of `defs` a run must rebuild (each asset, or each partition of a partitioned asset), each with the
+    reason, in dependency order. `partitions`: `{partitions name: keys}`, to restrict the assets partitioned so
+    (`--experiment`); `sources`: `{partitions name: {key: fingerprint}}`, the current fingerprint of what each
+    partition reads from outside Dagster (`corpus_files.folder_files`); `settled`: targets this run already
     materialized, neither stale again nor a reason for their children to be.
 
     Reasons: reads input from outside Dagster (`EXTERNAL_INPUT_TAG`); never materialized; code version changed;
-    an upstream asset in `defs` is rebuilt; an input has a new data version since it was read; the experiment's
-    declaration changed since its partition was trained; or the run would give it other settings than its last
+    an upstream asset in `defs` is rebuilt; an input has a new data version since it was read, or a partition it
+    read was removed; the experiment's declaration changed since its partition was trained; the input file of a
+    partition changed since it was read; a blocking check of an unpartitioned asset failed at its last evaluation
+    (a re-run must not take a failed gate as settled); or the run would give it other settings than its last
     materialization ran with (see the module docstring; a run launched without config counts as `{}`).
     """
     graph = defs.resolve_asset_graph()
@@ -68,11 +76,14 @@ def stale_assets(
     for key in (key for key in graph.toposorted_asset_keys if key in local):
         node = graph.get(key)
         targets: list[str | None] = [None]
+        partitions_name = getattr(node.partitions_def, "name", None)
         if node.partitions_def is not None:
             targets = list(node.partitions_def.get_partition_keys(dynamic_partitions_store=instance))
-            targets = [p for p in targets if partitions is None or p in partitions]
+            only = (partitions or {}).get(partitions_name)
+            targets = [p for p in targets if only is None or p in only]
         declared = (node.metadata or {}).get(DECLARED_METADATA_KEY)
         declared = getattr(declared, "value", declared) or {}
+        read_from = (sources or {}).get(partitions_name) or {}
         for partition in targets:
             target = Target(key, partition)
             if target in settled:
@@ -100,6 +111,13 @@ def stale_assets(
                 continue
             if partition in declared and recorded_fingerprint(record) not in (None, declared[partition]):
                 stale[target] = f"experiment {partition} changed in its YAML since it was trained"
+                continue
+            if partition in read_from and recorded_source(record) != read_from[partition]:
+                stale[target] = f"file {partition} changed since it was read"
+                continue
+            if partition is None and (failed := _failed_blocking_checks(graph, instance, key)):
+                # Else the run after a failed gate would take the asset as settled and carry on downstream.
+                stale[target] = f"blocking check {', '.join(failed)} did not pass"
                 continue
             op_names = [op.name for op in op_defs(defs, key)]
             if (changed := _settings_changed(node, partition, record, op_names, requested_ops)) is not None:
@@ -166,7 +184,12 @@ def _input_changed(
     instance: dg.DagsterInstance, graph: Any, parent: dg.AssetKey, partition: str | None, record: dg.EventLogRecord
 ) -> bool:
     read = _parent_partitions(graph, parent, partition)
-    if read is None:  # an unpartitioned asset reading every partition: any partition written since it last ran
+    if read is None:  # an unpartitioned asset reading every partition: any partition written or removed since
+        recorded = (record.asset_materialization.metadata or {}).get(INPUT_PARTITIONS_METADATA_KEY)
+        recorded = getattr(recorded, "value", recorded)
+        current = graph.get(parent).partitions_def.get_partition_keys(dynamic_partitions_store=instance)
+        if recorded is not None and set(recorded) != set(current):
+            return True
         records = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=parent, after_storage_id=record.storage_id), limit=1
         ).records
@@ -174,6 +197,16 @@ def _input_changed(
     recorded = input_data_version(instance, record, parent)
     current = data_version(latest_materialization(instance, parent, read[0]))
     return current is not None and recorded != current
+
+
+def _failed_blocking_checks(graph: Any, instance: dg.DagsterInstance, key: dg.AssetKey) -> list[str]:
+    """The blocking checks of `key` whose latest evaluation failed."""
+    failed = []
+    for check_key in sorted(graph.get_check_keys_for_assets({key}), key=lambda k: k.name):
+        record = instance.get_latest_asset_check_evaluation_record(check_key)
+        if graph.get_check_spec(check_key).blocking and record is not None and record.status.value == "FAILED":
+            failed.append(check_key.name)
+    return failed
 
 
 def op_defs(defs: dg.Definitions, key: dg.AssetKey) -> list[dg.OpDefinition]:

@@ -10,7 +10,11 @@ from shared_code_location.contract.io_manager import PipelineIOManager
 
 
 def test_definitions_load_and_the_upstream_asset_comes_from_the_contract():
-    assert defs.resolve_assets_def(EXAMPLE_KEY) is not None
+    # The location serves the example asset, in its group, downstream of the contract's key (resolving alone
+    # could not fail: it raises for a key it does not know).
+    [spec] = defs.resolve_assets_def(EXAMPLE_KEY).specs
+    assert spec.group_name == "{{ stem }}"
+    assert [dep.asset_key for dep in spec.deps] == [{{ upstream }}.key]
     assert {{ upstream }}.key in {spec.key for spec in defs.resolve_all_asset_specs()}
 
 
