@@ -128,6 +128,13 @@ RAY_ADDRESS = Setting(
     "such training starts and stops itself.",
     production_example="http://ml-pipeline-ray-head-svc:8265",
 )
+COMPILE_CACHE = Setting(
+    "ML_PIPELINE_COMPILE_CACHE",
+    "example_persistent_home/compile_cache",
+    "The folder where torch.compile keeps its caches (TorchInductor's and Triton's) between runs, so that a run "
+    "of a shape compiled before starts in seconds; mount one volume there to share it between containers or "
+    "nodes. A TORCHINDUCTOR_CACHE_DIR already set wins.",
+)
 TORCH_VARIANT = Setting(
     "ML_PIPELINE_TORCH",
     "auto",
@@ -158,6 +165,7 @@ SETTINGS: tuple[Setting, ...] = (
     S3_SECRET_ACCESS_KEY,
     S3_REGION,
     RAY_ADDRESS,
+    COMPILE_CACHE,
     TORCH_VARIANT,
     TORCH_CPU_INDEX,
 )

@@ -25,6 +25,9 @@ EXPERIMENTS = dg.DynamicPartitionsDefinition(name="experiments")
 DECLARED_METADATA_KEY = "declared_experiments"
 #: Materialization metadata: the fingerprint of the experiment's declaration the partition was trained with.
 FINGERPRINT_METADATA_KEY = "experiment_fingerprint"
+#: Definition metadata of the asset that declares the experiments: `{name: {"workers": n, "gpus_per_worker": g}}`
+#: for those that train on GPUs, which a machine without them skips (`runtime/placement.py`).
+GPUS_METADATA_KEY = "experiments_on_gpus"
 
 
 def fingerprint(declaration: Mapping[str, Any]) -> str:

@@ -27,6 +27,7 @@ import dagster as dg
 
 from shared_code_location.contract.asset_keys import SUMMARY_METADATA_KEY
 from shared_code_location.contract.experiments import EXPERIMENTS, declared_experiments, sync_partitions
+from shared_code_location.runtime.placement import unrunnable
 from shared_code_location.runtime.staleness import Target, op_defs, stale_assets
 
 
@@ -203,6 +204,10 @@ def run(module: str, options: Mapping[str, Any], force: bool) -> dict[str, Any]:
             }
         else:
             stale = stale_assets(defs, instance, run_config, partitions)
+        # What this machine cannot run (a GPU experiment on a CPU-only machine) is skipped with one line.
+        for target, why in unrunnable(defs, instance, stale, run_config).items():
+            _progress(f"{target}: skipped, {why}")
+            del stale[target]
         report: dict[str, Any] = {"stale": {str(target): why for target, why in stale.items()}}
         for target, why in report["stale"].items():
             _progress(f"{target}: {why}")
