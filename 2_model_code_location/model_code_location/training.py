@@ -25,9 +25,9 @@ from torch.nn import functional as F
 
 from model_code_location import compilation
 from model_code_location.checkpoints import CheckpointStore, TrainingState
+from shared_code_location import settings
 from shared_code_location.contract.token_shards import TokenShards
 from shared_code_location.model.token_windows import BatchSampler, Tokens, as_token_shards, to_device
-from shared_code_location import settings
 from shared_code_location.model.transformer import (
     DecoderTransformer,
     TransformerConfig,
@@ -321,7 +321,7 @@ def _train(
                 )  # fmt: skip
         if began is None:
             began = time.perf_counter()
-            check_syncs(True)
+            check_syncs(not (decision.compile and compile_seconds is None))  # compiling may wait: its step is apart
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(step, hp)
         inputs, targets = next_batch()

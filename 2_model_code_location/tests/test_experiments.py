@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -141,3 +142,48 @@ def test_the_shipped_experiments_pass_dg_check_yaml():
         [str(LOCATION / ".venv" / "bin" / "dg"), "check", "yaml"], cwd=LOCATION, capture_output=True, text=True
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_shipped_gpu_experiment_is_skipped_by_its_own_run_on_a_machine_without_a_gpu(tmp_path, monkeypatch):
+    # What the daemon's run of it does here: says why in one line, writes nothing, and succeeds.
+    import logging
+
+    import dagster as dg
+
+    from model_code_location.ray_cluster import RAY_RESOURCE_KEY, RayCluster
+    from model_code_location.trained_model import build_trained_model
+    from shared_code_location.contract.experiments import GPUS_METADATA_KEY
+    from shared_code_location.contract.io_manager import PipelineIOManager
+    from shared_code_location.runtime.placement import cuda_devices
+
+    if cuda_devices():
+        pytest.skip("this machine has a GPU: the experiment would train")
+    monkeypatch.delenv("ML_PIPELINE_RAY_ADDRESS", raising=False)
+    shipped = next(entry for entry in SHIPPED if entry.get("gpus_per_worker"))
+    declaration = Experiment(**shipped).declaration()
+    model = build_trained_model({shipped["name"]: declaration})
+    assert model.specs_by_key[model.key].metadata[GPUS_METADATA_KEY].value == {
+        shipped["name"]: {"workers": 1, "gpus_per_worker": 1}
+    }
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(EXPERIMENTS.name, [shipped["name"]])
+        context = dg.build_asset_context(
+            partition_key=shipped["name"],
+            instance=instance,
+            resources={"io_manager": PipelineIOManager(base_uri=str(tmp_path)), RAY_RESOURCE_KEY: RayCluster()},
+        )
+        logging.getLogger("dagster").addHandler(handler)
+        try:
+            ids = np.arange(2000, dtype=np.uint16) % 50
+            output = model(context, config=TrainingConfig(), vocabulary={"vocab_size": 50}, train_tokens=ids,
+                           validation_tokens=ids)  # fmt: skip
+        finally:
+            logging.getLogger("dagster").removeHandler(handler)
+    assert output is None
+    assert any(
+        f"experiment {shipped['name']} skipped: it trains on 1 CUDA GPU in the run's process" in line for line in lines
+    ), lines
+    assert not any(tmp_path.iterdir())  # nothing written
