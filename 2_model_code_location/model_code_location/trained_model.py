@@ -1,7 +1,7 @@
 """`model/trained_model`: the decoder-only transformer trained on the ETL tokens, one partition per experiment;
 best-validation weights. Built by the `Experiments` component from its YAML (see `experiments.py`)."""
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
@@ -65,7 +65,7 @@ def build_trained_model(experiments: Mapping[str, dict[str, Any]]) -> dg.AssetsD
         owners=["team:ml"],
         # The Ray cluster of experiments with more than one worker (see ray_cluster.py).
         required_resource_keys={IO_MANAGER_KEY, RAY_RESOURCE_KEY},
-        # A GPU experiment on a machine without a GPU writes nothing: the run says why and succeeds.
+        # A GPU experiment on a machine without a GPU yields nothing: the run says why and succeeds.
         output_required=False,
     )
     def trained_model(
@@ -74,7 +74,7 @@ def build_trained_model(experiments: Mapping[str, dict[str, Any]]) -> dg.AssetsD
         vocabulary: dict,
         train_tokens: TokenShards,
         validation_tokens: TokenShards,
-    ) -> dg.Output[TensorBundle]:
+    ) -> Iterator[dg.Output[TensorBundle]]:
         """Train the run's experiment (its preset, overrides and this run's config); store weights as
         safetensors with config and summary. One worker trains here, in the run's process; more train on Ray
         (`ray_training.py`), launched through Dagster Pipes, with the same loop, checkpoints and metadata. An
@@ -90,7 +90,7 @@ def build_trained_model(experiments: Mapping[str, dict[str, Any]]) -> dg.AssetsD
         hp = config.resolved(experiments[name]) | {"experiment": name}
         if why := gpu_shortfall(hp["workers"], hp["gpus_per_worker"]):
             context.log.warning(f"experiment {name} skipped: it {why}")
-            return None
+            return  # no output: a generator that yields nothing materializes nothing
         context.log.info(f"experiment {name}: {hp}")
         key = checkpoint_key(TRAINING_CODE_VERSION, hp, train_tokens, validation_tokens)
         # Beside the pipeline's data, through the IO manager's storage (its object store and credentials).
@@ -112,7 +112,7 @@ def build_trained_model(experiments: Mapping[str, dict[str, Any]]) -> dg.AssetsD
             bundle = to_tensor_bundle(result.model, hyperparameters=hp, training_summary=summary, history=history)
         context.add_output_metadata(training_metadata(name, hp, summary, history, declared[name]) | extra)
         # Versioned by its weights: evaluate and deploy go stale only when retraining changed them.
-        return versioned_output(bundle, StorageFormat.SAFETENSORS)
+        yield versioned_output(bundle, StorageFormat.SAFETENSORS)
 
     return trained_model
 
