@@ -3,10 +3,10 @@ KubeRay cluster's head), or by default a Ray cluster of one node on 127.0.0.1 th
 worker starts for itself and stops when it ends, as `cli.py up` runs its own PostgreSQL.
 
 The local cluster is Ray's own `ray start --head --block`, on the loopback interface, in a process of its own: Ray
-picks its ports (only the two this module must reach, the GCS and the job API, are chosen here), keeps its files in
-a temporary folder, and cleans up after itself (its processes share the fate of `ray start`, and a job's driver dies
-with the job). `ray start` itself stops with the process that started it, even one killed with -9 (a Linux
-parent-death signal: Ray has no option for that), and `stop()` stops its process group.
+picks its ports (only the three with fixed defaults are chosen free here: the GCS, the job API, the Ray Client),
+keeps its files in a temporary folder, and cleans up after itself (its processes share the fate of `ray start`, and
+a job's driver dies with the job). `ray start` itself stops with the process that started it, even one killed with
+-9 (a Linux parent-death signal: Ray has no option for that), and `stop()` stops its process group.
 
 Why not `ray.init()` in the run's own process (what dagster-ray's `LocalRay` does): the run would become the
 cluster's driver, which Ray aborts when the cluster's GCS dies; a cluster of its own process fails the run with a
@@ -83,11 +83,13 @@ class LocalRayCluster:
     def __init__(self, num_cpus: int, num_gpus: int | None = None):
         self.num_cpus = num_cpus
         self.num_gpus = num_gpus
-        # The two ports this process must know; Ray picks the others (0), and starts no Ray Client server.
-        gcs = free_port()
-        while (dashboard := free_port()) == gcs:
-            pass
-        self.ports = {"port": gcs, "dashboard-port": dashboard}
+        # The ports this process must know, and the Ray Client's (it has a fixed default, 10001, and Ray refuses 0);
+        # Ray picks the others.
+        ports: list[int] = []
+        while len(ports) < 3:
+            if (port := free_port()) not in ports:
+                ports.append(port)
+        self.ports = dict(zip(("port", "dashboard-port", "ray-client-server-port"), ports, strict=True))
         self.process: subprocess.Popen | None = None
         self.folder: Path | None = None
         self.startup_seconds: float | None = None
@@ -119,8 +121,7 @@ class LocalRayCluster:
             f"--num-cpus={self.num_cpus}", f"--object-store-memory={_OBJECT_STORE_BYTES}",
             f"--temp-dir={self.folder / 'ray'}", "--disable-usage-stats",
             *(f"--{flag}={port}" for flag, port in self.ports.items()),
-            "--ray-client-server-port=0", "--dashboard-agent-listen-port=0", "--min-worker-port=0",
-            "--max-worker-port=0",
+            "--dashboard-agent-listen-port=0", "--min-worker-port=0", "--max-worker-port=0",
             *([f"--num-gpus={self.num_gpus}"] if self.num_gpus is not None else []),
         ]  # fmt: skip
         environment = os.environ | {
