@@ -4,9 +4,11 @@ worker starts for itself and stops when it ends, as `cli.py up` runs its own Pos
 
 The local cluster is Ray's own `ray start --head --block`, on the loopback interface, in a process of its own: Ray
 picks its ports (only the three with fixed defaults are chosen free here: the GCS, the job API, the Ray Client),
-keeps its files in a temporary folder, and cleans up after itself (its processes share the fate of `ray start`, and
-a job's driver dies with the job). `ray start` itself stops with the process that started it, even one killed with
--9 (a Linux parent-death signal: Ray has no option for that), and `stop()` stops its process group.
+keeps its files in a temporary folder, and stops what it started with `ray start` (its processes share its fate, and
+a job's driver dies with its job). `ray start` itself stops with the process that started it, even one killed with
+-9 (a Linux parent-death signal: Ray has no option for that). Ray's workers give up on a dead head only after a
+minute, so `stop()` ends what is left of the cluster itself (its processes, found by the address in their
+environment).
 
 Why not `ray.init()` in the run's own process (what dagster-ray's `LocalRay` does): the run would become the
 cluster's driver, which Ray aborts when the cluster's GCS dies; a cluster of its own process fails the run with a
@@ -170,15 +172,30 @@ class LocalRayCluster:
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
+    def processes(self) -> list[int]:
+        """The live processes of this cluster: those whose environment names its address (`ray start` and what it
+        started, Ray's workers and the jobs' drivers, which sit in process groups of their own)."""
+        return cluster_processes(self.gcs_address)
+
     def stop(self, timeout: float = 15.0) -> None:
-        """Stop the cluster and remove its files: SIGTERM to `ray start`, which stops what it started (its workers
-        and their jobs' drivers follow), up to `timeout` s for it, then SIGKILL to what is left of its group."""
+        """Stop the cluster and remove its files: SIGTERM to `ray start`, which stops what it started, up to
+        `timeout` s for it. Ray's workers and drivers leave by themselves only once they give up on a dead head
+        (up to a minute): what is left two seconds later (or at once, if the cluster had already died) gets
+        SIGKILL."""
         if self.process is not None:
+            grace = 0.0
             if self.process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.process.pid, signal.SIGTERM)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.process.wait(timeout=timeout)
+                grace = 2.0
+            deadline = time.monotonic() + grace
+            while (left := self.processes()) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
@@ -260,6 +277,20 @@ class RayCluster(dg.ConfigurableResource):
         finally:
             cluster.stop()
             log(f"local Ray cluster at {cluster.address} stopped")
+
+
+def cluster_processes(gcs_address: str) -> list[int]:
+    """Pids of the live processes whose environment has `RAY_ADDRESS=gcs_address` (`LocalRayCluster` sets it for
+    the whole cluster; Ray's workers and job drivers inherit it). Linux's /proc."""
+    marker = f"RAY_ADDRESS={gcs_address}".encode()
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue  # exited, waiting for its parent to reap it
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+    return sorted(pid for pid in found if pid != os.getpid())
 
 
 def _stop_with_parent() -> None:

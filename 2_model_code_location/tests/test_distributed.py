@@ -25,7 +25,7 @@ import torch
 from model_code_location.checkpoints import CheckpointStore
 from model_code_location.experiments import Experiment
 from model_code_location.presets import TrainingConfig
-from model_code_location.ray_cluster import RAY_RESOURCE_KEY, LocalRayCluster, RayCluster
+from model_code_location.ray_cluster import RAY_RESOURCE_KEY, LocalRayCluster, RayCluster, cluster_processes
 from model_code_location.trained_model import build_trained_model
 from model_code_location.training import train
 from shared_code_location import settings
@@ -85,7 +85,7 @@ def ray_cluster():
     yield cluster
     gcs = cluster.gcs_address
     cluster.stop()
-    assert wait_until(lambda: not cluster_processes(gcs), 10), cluster_processes(gcs)  # Ray's own clean-up
+    assert cluster_processes(gcs) == []
 
 
 def _spawned_rank(rank: int, world: int, port: int, hp: dict, out: str) -> None:
@@ -195,20 +195,6 @@ def digest(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
 
 
-def cluster_processes(gcs_address: str) -> list[int]:
-    """The live processes of the local cluster at `gcs_address`: those whose environment names it (`ray start`,
-    the GCS, the raylet, the dashboard and its agents, Ray's workers and the jobs' drivers inherit it)."""
-    marker = f"RAY_ADDRESS={gcs_address}".encode()
-    found = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            if entry.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                continue  # exited, waiting for its parent to reap it
-            if marker in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-    return sorted(pid for pid in found if pid != os.getpid())
-
-
 def descendants() -> set[int]:
     """This process's live descendants."""
     children: dict[int, list[int]] = {}
@@ -316,7 +302,7 @@ def test_the_retry_resumes_from_the_checkpoint_and_a_worker_killed_with_sigkill_
         if line.startswith("step 250/") and not killed:
             worker = next(
                 pid
-                for pid in cluster_processes(ray_cluster.gcs_address)
+                for pid in ray_cluster.processes()
                 if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::RayTrainWorker")
             )
             os.kill(worker, signal.SIGKILL)
