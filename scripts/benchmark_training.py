@@ -283,7 +283,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=("cuda", "cpu"), required=True)
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "benchmark_training")
-    parser.add_argument("--budget", type=float, default=None, help="seconds (default: 330 on CUDA, 900 on the CPU)")
+    parser.add_argument("--budget", type=float, default=None, help="seconds (default: 300 on CUDA, 900 on the CPU)")
     parser.add_argument("--smoke", action="store_true", help="a few eager steps of a tiny shape: seconds, for CI")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per throughput figure")
     parser.add_argument("--child", choices=("preset",), help=argparse.SUPPRESS)
@@ -302,7 +302,7 @@ def main() -> None:
         print(json.dumps(preset_run(data, hp | {"compile": args.compile}, device, target), default=str), flush=True)
         return
 
-    report = Report(args.out, args.budget or (330 if args.device == "cuda" else 900), strict=not args.smoke)
+    report = Report(args.out, args.budget or (300 if args.device == "cuda" else 900), strict=not args.smoke)
     figures = report.figures
     figures |= {"device": args.device, "torch": torch.__version__, "preset": PRESET[args.device], "smoke": args.smoke,
                 "hyperparameters": hp, "train_tokens": len(data[0]), "validation_tokens": len(data[1])}  # fmt: skip
