@@ -2,7 +2,8 @@
 
 Prints:
 - with --pipeline: end-to-end wall time of `cli.py run` (every experiment) and the released model card's losses;
-- training tokens/s inside `train()` (what the asset runs) against a bare loop over the same model, same process;
+- training: `scripts/benchmark_training.py --device cpu` in the model location's venv (train() against a bare loop,
+  eager and compiled, MFU, compile warm-up, seconds to a validation loss; its table);
 - per-token generation latency at batch 1: ONNX Runtime (in a process without torch, the server's decoding) against
   PyTorch eager, both the full-context loop and the same key/value-cache decoding.
 """
@@ -25,7 +26,7 @@ OUTPUT = settings.OUTPUT_DIR.path()
 
 
 def location_with(module: str) -> Environment:
-    """The location whose package holds `module` (e.g. benchmark_throughput.py)."""
+    """The location whose package holds `module` (e.g. benchmark_latency.py)."""
     return next(env for env in LOCATIONS if (env.path / env.package / f"{module}.py").is_file())
 
 
@@ -42,7 +43,7 @@ def venv_json(module: str, *args: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pipeline", action="store_true", help="also time `cli.py run` end to end (every experiment)")
-    parser.add_argument("--train-iters", type=int, default=300)
+    parser.add_argument("--train-steps", type=int, default=100, help="timed steps per training throughput figure")
     parser.add_argument("--tokens", type=int, default=500)
     args = parser.parse_args()
 
@@ -60,12 +61,9 @@ def main() -> None:
 
     if not (OUTPUT / "latest.json").exists():
         sys.exit(f"no release in {OUTPUT} yet: run `python scripts/cli.py run` first")
-    throughput = venv_json("benchmark_throughput", "--storage", STORAGE, "--iters", str(args.train_iters))
-    print(
-        f"training (quick preset shapes, {throughput['threads']} threads): "
-        f"asset {throughput['asset_tokens_per_second']:,.0f} tokens/s, bare loop "
-        f"{throughput['bare_tokens_per_second']:,.0f} tokens/s, ratio {throughput['ratio']:.3f} (goal >= 0.95)"
-    )
+    model = location_with("training")
+    training = [str(model.python), str(ROOT / "scripts" / "benchmark_training.py"), "--device", "cpu"]
+    subprocess.run([*training, "--steps", str(args.train_steps)], check=True)
 
     pointer = json.loads((OUTPUT / "latest.json").read_text())
     release = OUTPUT / pointer["path"]

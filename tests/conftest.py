@@ -22,7 +22,11 @@ from shared_code_location.runtime.net import free_port  # noqa: E402
 LOCATION_NAMES = [env.name for env in LOCATIONS]
 #: The model location's experiments file, and the experiments it declares, in order (read as data, not imported).
 EXPERIMENTS_YAML = ROOT / "2_model_code_location" / "model_code_location" / "defs" / "experiments" / "defs.yaml"
-EXPERIMENTS = [entry["name"] for entry in yaml.safe_load(EXPERIMENTS_YAML.read_text())["attributes"]["experiments"]]
+_DECLARED = yaml.safe_load(EXPERIMENTS_YAML.read_text())["attributes"]["experiments"]
+EXPERIMENTS = [entry["name"] for entry in _DECLARED]
+#: Those that train on GPUs, which this machine (CPU only) skips, and the rest, which it trains.
+GPU_EXPERIMENTS = [entry["name"] for entry in _DECLARED if entry.get("gpus_per_worker")]
+CPU_EXPERIMENTS = [name for name in EXPERIMENTS if name not in GPU_EXPERIMENTS]
 
 
 def set_experiments(fork: Path, experiments: list[dict]) -> None:

@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import EXPERIMENTS, EXPERIMENTS_YAML, LOCATION_NAMES, ROOT, copy_checkout, run_cli, set_experiments
+from conftest import (
+    CPU_EXPERIMENTS,
+    EXPERIMENTS,
+    EXPERIMENTS_YAML,
+    GPU_EXPERIMENTS,
+    LOCATION_NAMES,
+    ROOT,
+    copy_checkout,
+    run_cli,
+    set_experiments,
+)
 
 
 def test_pipeline_produces_a_release_that_onnx_runtime_serves(tiny_pipeline):
@@ -22,9 +32,19 @@ def test_pipeline_produces_a_release_that_onnx_runtime_serves(tiny_pipeline):
     assert "etl/file_tokens[tinyshakespeare.txt]: never materialized" in result.stdout
     assert "etl/vocabulary: 66 symbols from 1 file(s)" in result.stdout
     # Each experiment of defs/experiments/defs.yaml is its own partition (all tiny here: --preset replaces them).
-    for experiment in EXPERIMENTS:
+    for experiment in CPU_EXPERIMENTS:
         assert f"model/trained_model[{experiment}]: never materialized" in result.stdout
         assert f"evaluate/evaluation_report[{experiment}]: never materialized" in result.stdout
+    # The GPU experiment, on this CPU-only machine: one line where it would train, one where it would be evaluated.
+    for experiment in GPU_EXPERIMENTS:
+        assert (
+            f"model/trained_model[{experiment}]: skipped, experiment {experiment} trains on 1 CUDA GPU in the "
+            "run's process (gpus_per_worker: 1) and this machine has none"
+        ) in result.stdout, result.stdout
+        assert (
+            f"evaluate/evaluation_report[{experiment}]: skipped, its input model/trained_model[{experiment}] was "
+            "never materialized"
+        ) in result.stdout
     assert "model/trained_model: step 300/300" in result.stdout
     # One line says what --preset did, once, before anything runs.
     preset_line = "--preset tiny: replaces each experiment's own preset and overrides"
@@ -44,7 +64,7 @@ def test_pipeline_produces_a_release_that_onnx_runtime_serves(tiny_pipeline):
     card = json.loads((release_folder / "model_card.json").read_text())
     assert card["model_config"]["n_layer"] == 2  # the tiny preset reached the model location
     assert card["experiment"]["name"] in EXPERIMENTS and "lowest validation loss" in card["experiment"]["why"]
-    assert sorted(row["experiment"] for row in card["experiment"]["leaderboard"]) == sorted(EXPERIMENTS)
+    assert sorted(row["experiment"] for row in card["experiment"]["leaderboard"]) == sorted(CPU_EXPERIMENTS)
     assert card["metrics"]["model"]["loss"] < card["metrics"]["baselines"]["bigram"]["loss"]
     assert all(card["upstream_data_versions"].values()), card["upstream_data_versions"]
     assert card["data"]["train_tokens"]["files"] == ["tinyshakespeare.txt"]  # what the manifests say it learned from

@@ -32,6 +32,7 @@ from shared_code_location.contract.storage_formats import (
     encode,
 )
 from shared_code_location.contract.token_shards import TokenShards
+from shared_code_location.model.transformer import plain_state_dict
 
 if TYPE_CHECKING:
     from upath import UPath
@@ -41,7 +42,11 @@ _KEY_TAG = "checkpoint_key"
 #: Settings that change how often something is written or logged, or where it runs, not what is learned: not part
 #: of the key. The number of workers is: it changes the order of floating-point sums, so a resumed run would not
 #: repeat an uninterrupted one.
-_NOT_IN_KEY = frozenset({"checkpoint_interval", "log_interval", "device", "cpus_per_worker", "gpus_per_worker"})
+#: Whether the block is compiled is not either: compiled and eager steps train the same model (up to rounding, as
+#: on another device), so a retry that turned compiling off resumes the checkpoint.
+_NOT_IN_KEY = frozenset(
+    {"checkpoint_interval", "log_interval", "device", "cpus_per_worker", "gpus_per_worker", "compile"}
+)
 
 
 def checkpoint_key(code_version: str, hp: dict[str, Any], *token_data: TokenShards | np.ndarray) -> str:
@@ -73,6 +78,7 @@ class TrainingState:
     running_steps: int
     generator_state: torch.Tensor
     torch_rng_states: list[torch.Tensor]  # torch's CPU random state of each rank (one, in one process)
+    evaluations_without_improvement: int = 0  # early stopping's count (`patience`)
 
 
 class CheckpointStore:
@@ -90,8 +96,9 @@ class CheckpointStore:
 
     def save(self, state: TrainingState) -> None:
         """Write `state` atomically: a reader (the retry) sees the previous checkpoint or this one, never half."""
-        tensors = {f"model.{k}": _array(v) for k, v in state.model.items()}
-        tensors |= {f"best.{k}": _array(v) for k, v in (state.best or {}).items()}
+        # The plain names, however the model was compiled or wrapped: a checkpoint resumes into any of them.
+        tensors = {f"model.{k}": _array(v) for k, v in plain_state_dict(state.model).items()}
+        tensors |= {f"best.{k}": _array(v) for k, v in plain_state_dict(state.best or {}).items()}
         optimizer_state = {}
         for index, values in state.optimizer["state"].items():
             for name, value in values.items():
@@ -110,9 +117,10 @@ class CheckpointStore:
             "train_seconds": state.train_seconds,
             "running_loss": state.running_loss,
             "running_steps": state.running_steps,
+            "evaluations_without_improvement": state.evaluations_without_improvement,
             "optimizer_state": optimizer_state,
             "param_groups": state.optimizer["param_groups"],
-            "dtypes": {k: str(v.dtype).removeprefix("torch.") for k, v in state.model.items()},
+            "dtypes": {k: str(v.dtype).removeprefix("torch.") for k, v in plain_state_dict(state.model).items()},
         }
         with storage_errors(self.path):
             atomic_write_bytes(self.path, encode(StorageFormat.SAFETENSORS, TensorBundle(tensors, metadata)))
@@ -128,7 +136,8 @@ class CheckpointStore:
             return None
 
         def prefixed(prefix: str) -> dict[str, torch.Tensor]:
-            return {k[len(prefix) :]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith(prefix)}
+            found = {k[len(prefix) :]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith(prefix)}
+            return plain_state_dict(found)
 
         optimizer = {
             "state": {
@@ -148,6 +157,7 @@ class CheckpointStore:
             train_seconds=meta["train_seconds"],
             running_loss=meta["running_loss"],
             running_steps=meta["running_steps"],
+            evaluations_without_improvement=meta.get("evaluations_without_improvement", 0),
             generator_state=torch.from_numpy(np.array(arrays["rng.generator"])),
             torch_rng_states=[
                 torch.from_numpy(np.array(arrays["rng.torch" + (f".{rank}" if rank else "")]))

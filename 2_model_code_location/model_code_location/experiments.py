@@ -18,12 +18,19 @@ from pydantic import Field
 
 from model_code_location.presets import PRESETS, SCALING_FIELDS, ScalingError, TrainingConfig
 
+
+def _compile_from_yaml(value: Any) -> Any:
+    """YAML reads an unquoted `compile: on` or `off` as a boolean: take it as the word it was."""
+    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
 #: What an experiment may override: every `TrainingConfig` field but `preset` and the scaling (`workers`, ...),
 #: which are the experiment's own fields, with its type and bounds.
 ExperimentOverrides = pydantic.create_model(
     "ExperimentOverrides",
     __base__=dg.Model,
     __doc__="Hyperparameters that differ from the experiment's preset; any field of `TrainingConfig`.",
+    __validators__={"compile_words": pydantic.field_validator("compile", mode="before")(_compile_from_yaml)},
     **{
         name: (field.annotation, field)
         for name, field in TrainingConfig.model_fields.items()

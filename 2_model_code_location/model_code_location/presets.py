@@ -1,4 +1,6 @@
-"""Training hyperparameters: a `dg.Config` editable in the Launchpad, with named presets. No torch imported here."""
+"""Training hyperparameters: a `dg.Config` editable in the Launchpad, with named presets. No torch imported here.
+
+The presets themselves are plain data in `hyperparameters.py`, which training reads without Dagster."""
 
 import enum
 from collections.abc import Mapping
@@ -7,58 +9,42 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from shared_code_location import settings
-from shared_code_location.model.config import check_architecture
-
-#: What every preset shares unless it says otherwise.
-_COMMON: dict[str, Any] = dict(
-    dropout=0.0,
-    min_learning_rate=1e-4,
-    warmup_iters=100,
-    weight_decay=0.1,
-    grad_clip=1.0,
-    eval_interval=250,
-    log_interval=100,
-    # A run killed mid-training resumes from the last checkpoint on its retry (see checkpoints.py).
-    checkpoint_interval=250,
+from model_code_location.hyperparameters import (
+    COMPILE_CHOICES,
+    DEFAULT_PRESET,
+    DEFAULT_SEED,
+    DEVICES,
+    PRESETS,
+    SCALING_DEFAULTS,
+    SCALING_FIELDS,
+    ScalingError,
+    resolve,
 )
+from shared_code_location import settings
 
-#: Each preset is a complete set of hyperparameters; any field set in `TrainingConfig` overrides it.
-PRESETS: dict[str, dict[str, Any]] = {
-    # About a minute of training on two CPU cores (docs/figures.md has the measured loss and time). Found with the
-    # experiments (defs/experiments/defs.yaml and the leaderboard): against nanoGPT's CPU recipe with 3x its learning
-    # rate (the previous-quick experiment), twice the batch with one layer fewer and a wider embedding learns more
-    # per second of CPU.
-    "quick": _COMMON
-    | dict(n_layer=3, n_head=4, n_embd=160, block_size=64, batch_size=24, max_iters=1150, learning_rate=3e-3)
-    | dict(eval_tokens=32768),
-    # nanoGPT's Shakespeare recipe for a GPU. It overfits after ~2500 iterations: the best checkpoint is kept.
-    "gpu": _COMMON
-    | dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=64, max_iters=5000, learning_rate=1e-3)
-    | dict(dropout=0.2, eval_tokens=0),
-    # Seconds on a CPU, for tests and smoke runs: past the bigram baseline on Tiny Shakespeare, not on every corpus.
-    "tiny": _COMMON
-    | dict(n_layer=2, n_head=2, n_embd=64, block_size=32, batch_size=16, max_iters=300, learning_rate=4e-3)
-    | dict(min_learning_rate=4e-4, warmup_iters=20, weight_decay=0.0, eval_interval=100, eval_tokens=8192)
-    | dict(log_interval=50, checkpoint_interval=100),
-}
-
+__all__ = [
+    "DEFAULT_PRESET",
+    "DEFAULT_SEED",
+    "PRESETS",
+    "SCALING_DEFAULTS",
+    "SCALING_FIELDS",
+    "Compile",
+    "Device",
+    "Preset",
+    "ScalingError",
+    "TrainingConfig",
+    "forced_preset",
+]
 
 #: The preset names as a choice in the Launchpad (and in `python -m shared_code_location.runtime.runs describe`).
 Preset = enum.Enum("Preset", {name: name for name in PRESETS}, type=str)
 
 #: Where training runs.
-Device = enum.Enum("Device", {name: name for name in ("auto", "cpu", "cuda")}, type=str)
+Device = enum.Enum("Device", {name: name for name in DEVICES}, type=str)
 
-#: The preset of an experiment that names none.
-DEFAULT_PRESET = "quick"
-
-#: How an experiment runs unless it says otherwise: in the run's own process. More than one worker trains
-#: data-parallel on Ray (see `ray_training.py`), each worker with these CPUs (its torch threads) and GPUs.
-SCALING_DEFAULTS: dict[str, int] = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0}
-#: The scaling fields: where and on how many workers training runs, not what it learns. A preset never sets them,
-#: so `--preset` or `$ML_PIPELINE_TRAINING_PRESET` keeps an experiment's workers.
-SCALING_FIELDS = tuple(SCALING_DEFAULTS)
+#: Whether training compiles the model (`compilation.py`). In YAML, quote "on" and "off" (YAML reads them as
+#: booleans; the experiments file accepts either).
+Compile = enum.Enum("Compile", {name: name for name in COMPILE_CHOICES}, type=str)
 
 
 def forced_preset() -> str | None:
@@ -76,10 +62,6 @@ def forced_preset() -> str | None:
     return preset
 
 
-class ScalingError(ValueError):
-    """Workers, CPUs or GPUs per worker that cannot train the experiment's hyperparameters."""
-
-
 class TrainingConfig(dg.Config):
     """Run config of `model/trained_model`, on top of the run's experiment (its partition, declared in
     `defs/experiments/defs.yaml`). A `preset` here replaces the experiment (its preset and overrides); any other
@@ -89,7 +71,9 @@ class TrainingConfig(dg.Config):
         default=None,
         description=f"one of {', '.join(PRESETS)}; replaces the experiment's preset and overrides",
     )
-    device: Device | None = Field(default=None, description="auto: CUDA when present, else CPU")  # type: ignore[valid-type]
+    device: Device | None = Field(  # type: ignore[valid-type]
+        default=None, description="auto: CUDA when present, else Apple's MPS, else the CPU"
+    )
     seed: int | None = None
     n_layer: int | None = Field(default=None, ge=1)
     n_head: int | None = Field(default=None, ge=1)
@@ -107,6 +91,17 @@ class TrainingConfig(dg.Config):
     eval_tokens: int | None = Field(default=None, ge=0, description="validation tokens per evaluation; 0: all")
     log_interval: int | None = Field(default=None, ge=1)
     checkpoint_interval: int | None = Field(default=None, ge=0, description="steps between checkpoints; 0: none")
+    compile: Compile | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description="torch.compile the transformer's block: on, off, or auto (where it pays: on a GPU, for a run "
+        "long enough to earn back the warm-up)",
+    )
+    patience: int | None = Field(
+        default=None, ge=0, description="evaluations without improvement before training stops; 0: never stops early"
+    )
+    min_delta: float | None = Field(
+        default=None, ge=0.0, description="the smallest drop in validation loss that counts as an improvement"
+    )
     workers: int | None = Field(
         default=None, ge=1, description="data-parallel workers; more than 1 trains on Ray (ML_PIPELINE_RAY_ADDRESS)"
     )
@@ -123,26 +118,5 @@ class TrainingConfig(dg.Config):
             preset, overrides = forced, {}
         else:
             preset, overrides = experiment.get("preset") or DEFAULT_PRESET, dict(experiment.get("overrides") or {})
-        if preset not in PRESETS:
-            raise ValueError(f"preset {preset!r} is not one of {', '.join(PRESETS)}")
         mine = {k: getattr(v, "value", v) for k, v in self.model_dump().items() if k != "preset" and v is not None}
-        values = dict(PRESETS[preset]) | {"device": "auto", "seed": DEFAULT_SEED} | SCALING_DEFAULTS
-        values |= dict(experiment.get("scaling") or {}) | overrides | mine
-        values["preset"] = preset
-        check_architecture(values)  # the model's own rules (n_embd a multiple of n_head, ...), before training
-        if values["min_learning_rate"] > values["learning_rate"]:
-            raise ValueError("min_learning_rate must not exceed learning_rate")
-        if values["batch_size"] % values["workers"]:
-            raise ScalingError(
-                f"batch_size ({values['batch_size']}) must be a multiple of workers ({values['workers']}): each "
-                "worker trains on an equal share of every batch"
-            )
-        if values["workers"] > 1 and values["gpus_per_worker"] and values["device"] == "cpu":
-            raise ScalingError("device 'cpu' with gpus_per_worker > 0: the workers' GPUs would sit idle")
-        if values["workers"] > 1 and not values["gpus_per_worker"] and values["device"] == "cuda":
-            raise ScalingError("device 'cuda' with more than one worker needs gpus_per_worker >= 1")
-        return values
-
-
-#: The seed of runs that set none.
-DEFAULT_SEED = 1337
+        return resolve(preset, overrides | mine, dict(experiment.get("scaling") or {}))

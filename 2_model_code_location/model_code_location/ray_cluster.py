@@ -2,9 +2,17 @@
 KubeRay cluster's head), or by default a Ray cluster of one node on 127.0.0.1 that each training of more than one
 worker starts for itself and stops when it ends, as `cli.py up` runs its own PostgreSQL.
 
-The local cluster is `ray start --head --block` in a process group of its own, every port chosen free on the
-loopback interface (so it never meets another cluster on the machine), its files in a temporary folder: stopping the
-group stops the whole cluster, and it is stopped with the process that started it even if that process is killed.
+The local cluster is Ray's own `ray start --head --block`, on the loopback interface, in a process of its own: Ray
+picks its ports (only the three with fixed defaults are chosen free here: the GCS, the job API, the Ray Client),
+keeps its files in a temporary folder, and stops what it started with `ray start` (its processes share its fate, and
+a job's driver dies with its job). `ray start` itself stops with the process that started it, even one killed with
+-9 (a Linux parent-death signal: Ray has no option for that). Ray's workers give up on a dead head only after a
+minute, so `stop()` ends what is left of the cluster itself (its processes, found by the address in their
+environment).
+
+Why not `ray.init()` in the run's own process (what dagster-ray's `LocalRay` does): the run would become the
+cluster's driver, which Ray aborts when the cluster's GCS dies; a cluster of its own process fails the run with a
+`RayClusterError` instead. Jobs are submitted with dagster-ray's `PipesRayJobClient` to either kind of cluster.
 
 No Ray import at module level: the location loads without it.
 """
@@ -17,7 +25,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,20 +43,6 @@ from shared_code_location.runtime.net import free_port
 
 #: The resource key of `RayCluster` in this location's definitions.
 RAY_RESOURCE_KEY = "ray_cluster"
-#: The ports a Ray head node listens on; the local cluster gives each a free one on 127.0.0.1.
-_PORT_FLAGS = (
-    "port",  # the GCS
-    "object-manager-port",
-    "node-manager-port",
-    "ray-client-server-port",
-    "dashboard-port",  # the job API
-    "dashboard-agent-listen-port",
-    "dashboard-agent-grpc-port",
-    "runtime-env-agent-port",
-    "metrics-export-port",
-)
-#: Worker processes need a range of ports; a free one is found above this.
-_WORKER_PORTS = 100
 #: The local cluster's object store: the training exchanges only log lines through it (weights go to storage).
 _OBJECT_STORE_BYTES = 200 * 1024 * 1024
 #: Ray on loopback only: every process of the local cluster has it, and so must a driver that connects to the
@@ -92,7 +85,13 @@ class LocalRayCluster:
     def __init__(self, num_cpus: int, num_gpus: int | None = None):
         self.num_cpus = num_cpus
         self.num_gpus = num_gpus
-        self.ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS)), strict=True))
+        # The ports this process must know, and the Ray Client's (it has a fixed default, 10001, and Ray refuses 0);
+        # Ray picks the others.
+        ports: list[int] = []
+        while len(ports) < 3:
+            if (port := free_port()) not in ports:
+                ports.append(port)
+        self.ports = dict(zip(("port", "dashboard-port", "ray-client-server-port"), ports, strict=True))
         self.process: subprocess.Popen | None = None
         self.folder: Path | None = None
         self.startup_seconds: float | None = None
@@ -118,14 +117,13 @@ class LocalRayCluster:
         started = time.perf_counter()
         # Short: Ray's socket paths under it must stay within the 107 characters a Unix socket allows.
         self.folder = Path(tempfile.mkdtemp(prefix="ray-"))
-        lowest_worker_port = _free_port_range(_WORKER_PORTS, avoid=set(self.ports.values()))
         command = [
             sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
             "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
             f"--num-cpus={self.num_cpus}", f"--object-store-memory={_OBJECT_STORE_BYTES}",
             f"--temp-dir={self.folder / 'ray'}", "--disable-usage-stats",
-            f"--min-worker-port={lowest_worker_port}", f"--max-worker-port={lowest_worker_port + _WORKER_PORTS - 1}",
             *(f"--{flag}={port}" for flag, port in self.ports.items()),
+            "--dashboard-agent-listen-port=0", "--min-worker-port=0", "--max-worker-port=0",
             *([f"--num-gpus={self.num_gpus}"] if self.num_gpus is not None else []),
         ]  # fmt: skip
         environment = os.environ | {
@@ -147,7 +145,7 @@ class LocalRayCluster:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=environment,
-            start_new_session=True,  # its own process group: stop() signals every process of the cluster
+            start_new_session=True,  # its own process group: stop() signals `ray start` and what it started
             preexec_fn=_stop_with_parent,
         )
         deadline = time.monotonic() + timeout
@@ -175,16 +173,15 @@ class LocalRayCluster:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
     def processes(self) -> list[int]:
-        """The pids of every process of this cluster: its process group (`ray start`, the GCS, the raylet, the
-        dashboard and its agents) and the processes whose environment names its address (Ray's workers and job
-        drivers, which sit in process groups of their own)."""
-        group = self.process.pid if self.process is not None else None
-        return cluster_processes(self.gcs_address, group)
+        """The live processes of this cluster: those whose environment names its address (`ray start` and what it
+        started, Ray's workers and the jobs' drivers, which sit in process groups of their own)."""
+        return cluster_processes(self.gcs_address)
 
     def stop(self, timeout: float = 15.0) -> None:
-        """Stop every process of the cluster and remove its files: SIGTERM to `ray start` (it stops what it
-        started) and up to `timeout` s for it; what is left two seconds later (or at once, if the cluster had
-        already died) gets SIGKILL."""
+        """Stop the cluster and remove its files: SIGTERM to `ray start`, which stops what it started, up to
+        `timeout` s for it. Ray's workers and drivers leave by themselves only once they give up on a dead head
+        (up to a minute): what is left two seconds later (or at once, if the cluster had already died) gets
+        SIGKILL."""
         if self.process is not None:
             grace = 0.0
             if self.process.poll() is None:
@@ -192,7 +189,7 @@ class LocalRayCluster:
                     os.killpg(self.process.pid, signal.SIGTERM)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.process.wait(timeout=timeout)
-                grace = 2.0  # workers notice their raylet is gone and exit by themselves
+                grace = 2.0
             deadline = time.monotonic() + grace
             while (left := self.processes()) and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -282,41 +279,16 @@ class RayCluster(dg.ConfigurableResource):
             log(f"local Ray cluster at {cluster.address} stopped")
 
 
-def _free_ports(count: int) -> list[int]:
-    """`count` distinct ports free now on 127.0.0.1 (held open together while chosen, so none is chosen twice)."""
-    probes = [socket.socket() for _ in range(count)]
-    try:
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [probe.getsockname()[1] for probe in probes]
-    finally:
-        for probe in probes:
-            probe.close()
-
-
-def _free_port_range(size: int, avoid: set[int]) -> int:
-    """The lowest port of `size` consecutive ports that are free now on 127.0.0.1, none of them in `avoid`."""
-    from shared_code_location.runtime.net import port_is_free
-
-    for _ in range(50):
-        low = free_port()
-        ports = range(low, low + size)
-        if low + size < 65536 and not avoid.intersection(ports) and all(port_is_free(port) for port in ports):
-            return low
-    raise RayClusterError(f"found no {size} consecutive free ports on 127.0.0.1 for Ray's workers")
-
-
-def cluster_processes(gcs_address: str, group: int | None = None) -> list[int]:
-    """Pids of the live processes of process group `group` or whose environment has `RAY_ADDRESS=gcs_address`
-    (`LocalRayCluster` sets it for the whole cluster; Ray's workers and job drivers inherit it). Linux's /proc."""
+def cluster_processes(gcs_address: str) -> list[int]:
+    """Pids of the live processes whose environment has `RAY_ADDRESS=gcs_address` (`LocalRayCluster` sets it for
+    the whole cluster; Ray's workers and job drivers inherit it). Linux's /proc."""
     marker = f"RAY_ADDRESS={gcs_address}".encode()
     found = []
     for entry in Path("/proc").glob("[0-9]*"):
         with contextlib.suppress(OSError, ValueError, IndexError):
-            state, _, pgrp = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
-            if state == "Z":
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
                 continue  # exited, waiting for its parent to reap it
-            if int(pgrp) == group or marker in (entry / "environ").read_bytes().split(b"\0"):
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
                 found.append(int(entry.name))
     return sorted(pid for pid in found if pid != os.getpid())
 

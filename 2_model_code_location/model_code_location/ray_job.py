@@ -3,7 +3,8 @@
 location's environment: this venv for the local cluster, the model location's image for Compose and KubeRay.
 
 It is the external side of the Pipes session: it reads what to train from the Pipes extras, runs Ray Train's
-`TorchTrainer` with one `train()` rank per worker (DDP over gloo on CPUs, NCCL on GPUs), forwards rank 0's log lines
+`TorchTrainer` with one `train()` rank per worker (DDP over gloo on CPUs, NCCL on GPUs; each worker compiles its
+own model as `compile` says, sharing the compile cache of its node), forwards rank 0's log lines
 to the Dagster run as Pipes log messages while it trains, and reports the trained model's figures as the
 materialization's metadata. The weights go to the pipeline's storage (rank 0 writes them beside the checkpoint),
 where the asset reads them and hands them to the IO manager.
@@ -50,7 +51,7 @@ def fit(spec: dict[str, Any], log: Callable[[str], None], ray_address: str | Non
     summary plus the worker-group restarts and the steps they redid. Rank 0's log lines go to `log` as they come."""
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
     from ray.util.queue import Queue
 
     hp = spec["hyperparameters"]
@@ -69,6 +70,7 @@ def fit(spec: dict[str, Any], log: Callable[[str], None], ray_address: str | Non
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"spec": spec, "progress": progress},
+        torch_config=TorchConfig(backend=process_group_backend(hp)),
         scaling_config=ScalingConfig(
             num_workers=hp["workers"],
             use_gpu=hp["gpus_per_worker"] > 0,
@@ -88,6 +90,11 @@ def fit(spec: dict[str, Any], log: Callable[[str], None], ray_address: str | Non
         shutil.rmtree(storage, ignore_errors=True)
     summary = dict(result.return_value or {})
     return summary | {RESTARTS_METADATA_KEY: forwarder.restarts, STEPS_REDONE_METADATA_KEY: forwarder.steps_redone}
+
+
+def process_group_backend(hp: dict[str, Any]) -> str:
+    """How the workers average gradients: NCCL between GPUs (`gpus_per_worker` >= 1), gloo between CPUs."""
+    return "nccl" if hp["gpus_per_worker"] else "gloo"
 
 
 def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:

@@ -1,7 +1,7 @@
 """`model/trained_model`: the decoder-only transformer trained on the ETL tokens, one partition per experiment;
 best-validation weights. Built by the `Experiments` component from its YAML (see `experiments.py`)."""
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
@@ -23,6 +23,7 @@ from shared_code_location.contract.experiments import (
     DECLARED_METADATA_KEY,
     EXPERIMENTS,
     FINGERPRINT_METADATA_KEY,
+    GPUS_METADATA_KEY,
     SETTINGS_METADATA_KEY,
     SETTINGS_RESOLVER_METADATA_KEY,
     changed_experiments,
@@ -33,6 +34,7 @@ from shared_code_location.contract.storage_formats import StorageFormat, TensorB
 from shared_code_location.contract.token_shards import TokenShards
 from shared_code_location.contract.versions import versioned_output
 from shared_code_location.runtime.automation import ON_UPSTREAM_CHANGE
+from shared_code_location.runtime.placement import gpu_shortfall
 
 #: Bump when the training code changes in a way that changes the model; Dagster then marks the model stale.
 TRAINING_CODE_VERSION = "1"
@@ -43,11 +45,18 @@ TRAINING_JOB_NAME = "training_job"
 def build_trained_model(experiments: Mapping[str, dict[str, Any]]) -> dg.AssetsDefinition:
     """The asset, partitioned by experiment; each partition trains with its declaration in `experiments`."""
     declared = fingerprints(experiments)
+    # The experiments that train on GPUs: a machine without them skips them (`runtime/placement.py`).
+    on_gpus = {
+        name: {"workers": scaling.get("workers", 1), "gpus_per_worker": scaling["gpus_per_worker"]}
+        for name, declaration in experiments.items()
+        if (scaling := declaration.get("scaling") or {}).get("gpus_per_worker")
+    }
     metadata = {
         DECLARED_METADATA_KEY: dg.MetadataValue.json(declared),
         # What each experiment trains with, asked again by `cli.py run` to see what a run would change.
         DECLARATIONS_METADATA_KEY: dg.MetadataValue.json(dict(experiments)),
         SETTINGS_RESOLVER_METADATA_KEY: dg.MetadataValue.python_artifact(effective_hyperparameters),
+        GPUS_METADATA_KEY: dg.MetadataValue.json(on_gpus),
     }
 
     @dg.asset(
@@ -62,6 +71,8 @@ def build_trained_model(experiments: Mapping[str, dict[str, Any]]) -> dg.AssetsD
         owners=["team:ml"],
         # The Ray cluster of experiments with more than one worker (see ray_cluster.py).
         required_resource_keys={IO_MANAGER_KEY, RAY_RESOURCE_KEY},
+        # A GPU experiment on a machine without a GPU yields nothing: the run says why and succeeds.
+        output_required=False,
     )
     def trained_model(
         context: dg.AssetExecutionContext,
@@ -69,10 +80,12 @@ def build_trained_model(experiments: Mapping[str, dict[str, Any]]) -> dg.AssetsD
         vocabulary: dict,
         train_tokens: TokenShards,
         validation_tokens: TokenShards,
-    ) -> dg.Output[TensorBundle]:
+    ) -> Iterator[dg.Output[TensorBundle]]:
         """Train the run's experiment (its preset, overrides and this run's config); store weights as
         safetensors with config and summary. One worker trains here, in the run's process; more train on Ray
-        (`ray_training.py`), launched through Dagster Pipes, with the same loop, checkpoints and metadata."""
+        (`ray_training.py`), launched through Dagster Pipes, with the same loop, checkpoints and metadata. An
+        experiment on GPUs that this machine lacks is skipped: logged, nothing written (the partition stays as it
+        was, and what reads it waits)."""
         from model_code_location.checkpoints import CheckpointStore, checkpoint_key
 
         name = context.partition_key
@@ -81,6 +94,9 @@ def build_trained_model(experiments: Mapping[str, dict[str, Any]]) -> dg.AssetsD
                 f"experiment {name!r} is not declared in defs/experiments/defs.yaml ({', '.join(experiments)})"
             )
         hp = effective_hyperparameters(name, experiments[name], config.model_dump(exclude_none=True))
+        if why := gpu_shortfall(hp["workers"], hp["gpus_per_worker"]):
+            context.log.warning(f"experiment {name} skipped: it {why}")
+            return  # no output: a generator that yields nothing materializes nothing
         context.log.info(f"experiment {name}: {hp}")
         key = checkpoint_key(TRAINING_CODE_VERSION, hp, train_tokens, validation_tokens)
         # Beside the pipeline's data, through the IO manager's storage (its object store and credentials).
@@ -102,13 +118,13 @@ def build_trained_model(experiments: Mapping[str, dict[str, Any]]) -> dg.AssetsD
             bundle = to_tensor_bundle(result.model, hyperparameters=hp, training_summary=summary, history=history)
         context.add_output_metadata(training_metadata(name, hp, summary, history, declared[name]) | extra)
         # Versioned by its weights: evaluate and deploy go stale only when retraining changed them.
-        return versioned_output(bundle, StorageFormat.SAFETENSORS)
+        yield versioned_output(bundle, StorageFormat.SAFETENSORS)
 
     return trained_model
 
 
 def training_metadata(
-    name: str, hp: dict[str, Any], summary: dict[str, Any], history: dict[str, list[float]], fingerprint_: str
+    name: str, hp: dict[str, Any], summary: dict[str, Any], history: dict[str, Any], fingerprint_: str
 ) -> dict[str, Any]:
     """The materialization's metadata, the same however the experiment trained: figures, loss curve, config."""
     from model_code_location.loss_curve import loss_curve_markdown
@@ -121,6 +137,10 @@ def training_metadata(
         "tokens_per_second": dg.MetadataValue.float(summary["tokens_per_second"]),
         "parameters": dg.MetadataValue.int(summary["parameters"]),
         "best_step": dg.MetadataValue.int(summary["best_step"]),
+        # Where training stopped and why: max_iters, or early stopping (patience).
+        "stopped_step": dg.MetadataValue.int(summary.get("stopped_step", hp["max_iters"])),
+        "stop_reason": dg.MetadataValue.text(summary.get("stop_reason", "max_iters reached")),
+        "compile": dg.MetadataValue.text(summary.get("compile_decision", "compile: off")),
         "wall_seconds": dg.MetadataValue.float(summary["wall_seconds"]),
         "device": dg.MetadataValue.text(summary["device"]),
         "workers": dg.MetadataValue.int(workers),

@@ -1,7 +1,17 @@
 """The training loop: AdamW, linear warmup then cosine decay, gradient clipping, periodic validation, best
-checkpoint kept. One process, or one rank of a data-parallel group (DDP) that Ray Train's `TorchTrainer` starts.
-Imports torch: import this module only inside the asset body."""
+checkpoint kept, early stopping, the transformer's block compiled where it pays (`compilation.py`). One process, or
+one rank of a data-parallel group (DDP) that Ray Train's `TorchTrainer` starts.
 
+The host never waits for the device inside the step loop: losses add up on the device and are read once per
+`log_interval`, and the time of the steps is taken over the interval, so on a GPU the CPU queues steps ahead of
+the running one. The host reads (and waits) only to log, evaluate and checkpoint; a caller that sets CUDA's sync
+debug mode (`torch.cuda.set_sync_debug_mode("error")`) gets it inside the training steps alone, so any
+synchronisation there fails (the CUDA test of it: `tests/cuda/`).
+
+Needs PyTorch and NumPy only (no Dagster): `train()` takes a plain dict of hyperparameters
+(`hyperparameters.hyperparameters()`). Imports torch: import this module only inside the asset body."""
+
+import contextlib
 import copy
 import math
 import time
@@ -13,7 +23,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from model_code_location import compilation
 from model_code_location.checkpoints import CheckpointStore, TrainingState
+from shared_code_location import settings
 from shared_code_location.contract.token_shards import TokenShards
 from shared_code_location.model.token_windows import BatchSampler, Tokens, as_token_shards, to_device
 from shared_code_location.model.transformer import (
@@ -30,7 +42,7 @@ class TrainingResult:
     """What training produced: the best model (by validation loss) and how it got there."""
 
     model: DecoderTransformer
-    history: dict[str, list[float]]
+    history: dict[str, Any]  # losses by step (lists), and where training stopped and why (`stopped`)
     summary: dict[str, Any] = field(default_factory=dict)
 
 
@@ -105,6 +117,24 @@ def _mean_over_ranks(value: float, world: int, device: torch.device) -> float:
     return total.item() / world
 
 
+def _synchronize(device: torch.device) -> None:
+    """Wait until the device has run what was queued (the CPU's work is done when the call returns)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def _agree(stop: bool, world: int, device: torch.device) -> bool:
+    """Rank 0's decision to stop, on every rank (rank 0 alone evaluates)."""
+    if world == 1:
+        return stop
+    on = device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
+    flag = torch.tensor([int(stop)], device=on)
+    torch.distributed.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
 def evaluate_loss(model: DecoderTransformer, tokens: Tokens, max_tokens: int = 0) -> float:
     """Mean next-token loss (nats) over consecutive windows of `tokens` (shards streamed, or resident segments):
     `window_metrics`, as the evaluation uses."""
@@ -121,20 +151,51 @@ def train(
     device: torch.device | None = None,
     clear_checkpoint: bool = True,
 ) -> TrainingResult | None:
-    """Train a `DecoderTransformer` with hyperparameters `hp` (see `presets.PRESETS`) and return its best state.
+    """Train a `DecoderTransformer` with hyperparameters `hp` (see `hyperparameters.PRESETS`) and return its best
+    state.
 
     With `checkpoints`, the whole state is saved every `hp["checkpoint_interval"]` steps and training resumes from
-    a saved state of the same key, continuing exactly as if it had never stopped (on CPU, bit for bit). The
-    checkpoint is removed at the end unless `clear_checkpoint` is off (the caller then removes it once the result
-    is safe).
+    a saved state of the same key, continuing exactly as if it had never stopped (on CPU, bit for bit; early
+    stopping's count too). The checkpoint is removed at the end unless `clear_checkpoint` is off (the caller then
+    removes it once the result is safe).
+
+    `hp["patience"]` > 0 stops training once that many evaluations in a row improved on the best validation loss
+    by less than `hp["min_delta"]`; the best weights are kept either way, and `history["stopped"]` (and the
+    summary) say at which step training stopped and why. `hp["compile"]` compiles the block (`compilation.py`); a
+    compile that fails raises `CompileError`, naming the setting that turns it off.
 
     In a `torch.distributed` process group (Ray Train's `TorchTrainer` sets one up), this is one rank of data-parallel
     training: each rank computes the gradients of its shard of every batch (`batch_sampler`), DDP averages them,
     and rank 0 alone validates, logs, saves checkpoints and returns the result; the other ranks return None. A
     seeded run is reproducible for a given number of workers. `device`: default `hp["device"]` (`pick_device`).
     """
-    rank, world = process_group()
     device = device or pick_device(hp["device"])
+    checked = torch.cuda.get_sync_debug_mode() if device.type == "cuda" else 0  # the caller's, for the steps
+    try:
+        return _train(train_ids, validation_ids, vocab_size, hp, log, checkpoints, device, clear_checkpoint, checked)
+    finally:
+        if checked:
+            torch.cuda.set_sync_debug_mode(checked)
+
+
+def _train(
+    train_ids: TokenShards | np.ndarray,
+    validation_ids: TokenShards | np.ndarray,
+    vocab_size: int,
+    hp: dict[str, Any],
+    log: Callable[[str], None],
+    checkpoints: CheckpointStore | None,
+    device: torch.device,
+    clear_checkpoint: bool,
+    checked: int,
+) -> TrainingResult | None:
+    def check_syncs(on: bool) -> None:
+        """The caller's sync debug mode in the training steps, none where the host may wait (`pause`)."""
+        if checked:
+            torch.cuda.set_sync_debug_mode(checked if on else 0)
+
+    check_syncs(False)  # set-up copies the data and the model to the device
+    rank, world = process_group()
     torch.manual_seed(hp["seed"])
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -148,6 +209,13 @@ def train(
         dropout=hp["dropout"],
     )
     model = DecoderTransformer(config).to(device)  # the same initial weights on every rank: same seed
+    compiling = hp.get("compile", "off") == "on" or (hp.get("compile") == "auto" and device.type == "cuda")
+    cache = compilation.use_cache(settings.COMPILE_CACHE.path()) if compiling else None
+    decision = compilation.decide(hp, model, device, world, cache)
+    if decision.compile:
+        compilation.compile_blocks(model)  # in place: the weights keep their names
+    # Evaluation runs the compiled block eagerly: other shapes, no gradients, no second graph to compile.
+    eager = compilation.eager if decision.compile else contextlib.nullcontext
     # Gradients are averaged across ranks as backward runs; one process trains `model` itself.
     forward = model
     if world > 1:
@@ -165,9 +233,11 @@ def train(
     if rank:
         log = _silent  # rank 0 speaks for the group
 
-    history: dict[str, list[float]] = {"step": [], "train_loss": [], "eval_step": [], "validation_loss": []}
+    history: dict[str, Any] = {"step": [], "train_loss": [], "eval_step": [], "validation_loss": []}
     best_loss, best_state, best_step = math.inf, None, 0
-    train_seconds, running_loss, running_steps = 0.0, 0.0, 0
+    train_seconds, running_steps, evaluations_without_improvement = 0.0, 0, 0
+    # The sum of the losses since the last log line, on the device: float64 as the host's sum was (MPS has none).
+    running_loss = torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
     start_step = 0
     saved = checkpoints.load() if checkpoints is not None else None
     if saved is not None:
@@ -178,69 +248,124 @@ def train(
             raise ValueError(f"{checkpoints.path} holds {len(saved.torch_rng_states)} ranks' state, not {world}")
         torch.set_rng_state(saved.torch_rng_states[rank])
         start_step, history, train_seconds = saved.step, saved.history, saved.train_seconds
-        best_loss, best_step, running_loss, running_steps = (
-            saved.best_loss, saved.best_step, saved.running_loss, saved.running_steps
-        )  # fmt: skip
+        best_loss, best_step, running_steps = saved.best_loss, saved.best_step, saved.running_steps
+        running_loss.fill_(saved.running_loss)
+        evaluations_without_improvement = saved.evaluations_without_improvement
         best_state = {k: v.to(device) for k, v in saved.best.items()} if saved.best is not None else None
         log(f"resumed from the checkpoint at step {start_step} ({checkpoints.path})")
     log(
         f"training {model.num_parameters():,} parameters on {device}"
-        f"{f' × {world} workers' if world > 1 else ''} ({hp['max_iters']} iterations of {tokens_per_step} tokens)"
+        f"{f' × {world} workers' if world > 1 else ''} ({hp['max_iters']} iterations of {tokens_per_step} tokens;"
+        f" {decision.why})"
     )
+    patience, min_delta = hp.get("patience", 0), hp.get("min_delta", 0.0)
+    stopped = {"step": hp["max_iters"], "reason": f"max_iters ({hp['max_iters']}) reached"}
+    compile_seconds: float | None = None
+    interval = hp.get("checkpoint_interval") or 0
+    # The steps since `began` are queued, maybe not run: `pause()` waits for them and counts their time.
+    began: float | None = None
+    interval_seconds, interval_steps = 0.0, 0  # since the last log line
+
+    def pause() -> float:
+        """Wait for the queued steps; add their time to the totals; return it. The host may read after it."""
+        nonlocal began, train_seconds, interval_seconds
+        check_syncs(False)
+        if began is None:
+            return 0.0
+        _synchronize(device)
+        elapsed = time.perf_counter() - began
+        train_seconds, interval_seconds, began = train_seconds + elapsed, interval_seconds + elapsed, None
+        return elapsed
+
     wall_start = time.perf_counter()
     model.train()
-    interval = hp.get("checkpoint_interval") or 0
     for step in range(start_step, hp["max_iters"] + 1):
         last = step == hp["max_iters"]
+        evaluating = step % hp["eval_interval"] == 0 or last
         evaluated = bool(history["eval_step"]) and history["eval_step"][-1] == step  # before the checkpoint
-        if rank == 0 and (step % hp["eval_interval"] == 0 or last) and not evaluated:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            validation_loss = evaluate_loss(model, validation_tokens, hp["eval_tokens"])
+        stop = False
+        if evaluating:
+            pause()
+        if rank == 0 and evaluating and not evaluated:
+            with eager():
+                validation_loss = evaluate_loss(model, validation_tokens, hp["eval_tokens"])
             history["eval_step"].append(step)
             history["validation_loss"].append(validation_loss)
+            improved = validation_loss < best_loss - min_delta
+            evaluations_without_improvement = 0 if improved else evaluations_without_improvement + 1
             if validation_loss < best_loss:
                 best_loss, best_step = validation_loss, step
                 best_state = copy.deepcopy(model.state_dict())
             log(f"step {step}: validation loss {validation_loss:.4f} (best {best_loss:.4f} at step {best_step})")
+            stop = bool(patience) and evaluations_without_improvement >= patience and not last
+        if patience and evaluating:
+            stop = _agree(stop, world, device)
+        if stop:
+            stopped = {
+                "step": step,
+                "reason": f"early stopping: {patience} evaluations without an improvement of at least {min_delta:g} "
+                f"on the best validation loss ({best_loss:.4f} at step {best_step})",
+            }
+            log(f"step {step}: stopped, {stopped['reason']}")
+            break
         if last:
             break
         if checkpoints is not None and interval and step > start_step and step % interval == 0:
+            pause()
             rng_states = _all_ranks_rng_states(world, device)  # every rank takes part
             if rank == 0:
                 checkpoints.save(
                     TrainingState(step, model.state_dict(), optimizer.state_dict(), best_state, best_loss, best_step,
-                                  history, train_seconds, running_loss, running_steps, generator.get_state(),
-                                  rng_states)
+                                  history, train_seconds, running_loss.item(), running_steps, generator.get_state(),
+                                  rng_states, evaluations_without_improvement)
                 )  # fmt: skip
-        step_start = time.perf_counter()
+        if began is None:
+            began = time.perf_counter()
+            check_syncs(not (decision.compile and compile_seconds is None))  # compiling may wait: its step is apart
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(step, hp)
         inputs, targets = next_batch()
-        with autocast(device):
-            logits = forward(inputs)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        try:
+            with autocast(device):
+                logits = forward(inputs)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        except Exception as error:
+            if (failure := compilation.as_compile_error(error)) is not None:
+                raise failure from error
+            raise
         if hp["grad_clip"]:
             torch.nn.utils.clip_grad_norm_(model.parameters(), hp["grad_clip"])
         optimizer.step()
-        running_loss += loss.item()  # .item() syncs, so the step time below is real on CUDA too
+        running_loss += loss.detach()  # on the device: no wait for the step to finish
         running_steps += 1
-        train_seconds += time.perf_counter() - step_start
+        interval_steps += 1
+        if decision.compile and compile_seconds is None:
+            compile_seconds = pause()  # the first compiled step, its warm-up included: measured once
+            if rank == 0:
+                key = compilation.shape_key(model, hp, device, world)
+                kind = compilation.record_warmup(cache, key, compile_seconds)
+                log(f"step {step + 1}: compiled, the first step took {compile_seconds:.1f} s ({kind} cache {cache})")
         if (step + 1) % hp["log_interval"] == 0:
-            mean_loss = _mean_over_ranks(running_loss / running_steps, world, device)
+            pause()
+            mean_loss = _mean_over_ranks(running_loss.item() / running_steps, world, device)
             history["step"].append(step + 1)
             history["train_loss"].append(mean_loss)
             log(
                 f"step {step + 1}/{hp['max_iters']}: train loss {mean_loss:.4f}, "
                 f"lr {optimizer.param_groups[0]['lr']:.2e}, "
-                f"{(step + 1) * tokens_per_step / train_seconds:,.0f} tokens/s"
+                f"{interval_steps * tokens_per_step / interval_seconds:,.0f} tokens/s"
             )
-            running_loss, running_steps = 0.0, 0
+            running_loss.zero_()
+            running_steps, interval_steps, interval_seconds = 0, 0, 0.0
+    pause()
+    history["stopped"] = stopped
 
     if rank:
         return None
+    if decision.compile:  # the best weights in an uncompiled model: evaluated eager here, returned plain
+        model = DecoderTransformer(config).to(device)
     model.load_state_dict(best_state)
     model.eval()
     if checkpoints is not None and clear_checkpoint:
@@ -254,9 +379,14 @@ def train(
         "best_step": best_step,
         "validation_loss": final_validation,
         "train_loss": final_train,
-        "tokens_per_second": hp["max_iters"] * tokens_per_step / train_seconds,
+        "tokens_per_second": stopped["step"] * tokens_per_step / train_seconds,
         "train_seconds": train_seconds,
         "wall_seconds": time.perf_counter() - wall_start,
+        "stopped_step": stopped["step"],
+        "stop_reason": stopped["reason"],
+        "compiled": decision.compile,
+        "compile_decision": decision.why,
+        "compile_seconds": compile_seconds,
     }
     return TrainingResult(model=model.cpu(), history=history, summary=summary)
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -157,17 +158,21 @@ def test_a_run_whose_settings_differ_from_what_was_trained_retrains_and_says_wha
     from shared_code_location.contract.asset_keys import TRAIN_TOKENS, VALIDATION_TOKENS, VOCABULARY
     from shared_code_location.contract.io_manager import PipelineIOManager
     from shared_code_location.contract.storage_formats import StorageFormat, encode
+    from shared_code_location.contract.token_shards import store_array
     from shared_code_location.runtime.staleness import stale_assets
 
     monkeypatch.delenv(settings.TRAINING_PRESET.name, raising=False)
     text = (settings.project_root() / "example_input_files_resource" / "tinyshakespeare.txt").read_text()[:20_000]
     symbols = sorted(set(text))
     ids = np.array([symbols.index(c) + 1 for c in text], dtype=np.uint16)
-    etl = tmp_path / "storage" / "etl"
+    storage = tmp_path / "storage"
+    etl = storage / "etl"
     etl.mkdir(parents=True)
-    (etl / "vocabulary.json").write_bytes(encode(StorageFormat.JSON, {"vocab_size": len(symbols) + 1}))
-    (etl / "train_tokens.npy").write_bytes(encode(StorageFormat.NUMPY, ids[:18_000]))
-    (etl / "validation_tokens.npy").write_bytes(encode(StorageFormat.NUMPY, ids[18_000:]))
+    vocab_size = len(symbols) + 1
+    (etl / "vocabulary.json").write_bytes(encode(StorageFormat.JSON, {"vocab_size": vocab_size}))
+    for split, part in (("train", ids[:18_000]), ("validation", ids[18_000:])):
+        manifest = store_array(storage, f"etl/shards/{split}-0.npy", part, vocab_size, split)
+        (etl / f"{split}_tokens.json").write_bytes(encode(StorageFormat.TOKEN_SHARDS, manifest))
     # Its own settings: the quick preset, cut to a few steps so that the test trains in a second.
     declaration = Experiment(name="own", preset="quick", overrides={"max_iters": 4, "eval_tokens": 512}).declaration()
     model = build_trained_model({"own": declaration})
@@ -203,3 +208,38 @@ def test_a_run_whose_settings_differ_from_what_was_trained_retrains_and_says_wha
         assert stale(forced | config(preset="tiny", max_iters=5, eval_tokens=512)) == {
             "model/trained_model[own]": "trained with other settings than this run's: max_iters 4 -> 5"
         }
+
+
+def test_the_shipped_gpu_experiment_is_skipped_by_its_own_run_on_a_machine_without_a_gpu(tmp_path, monkeypatch, capfd):
+    # What the daemon's run of it does here: says why in one line, writes nothing, and succeeds.
+    import dagster as dg
+
+    from model_code_location.ray_cluster import RAY_RESOURCE_KEY, RayCluster
+    from model_code_location.trained_model import build_trained_model
+    from shared_code_location.contract.experiments import GPUS_METADATA_KEY
+    from shared_code_location.contract.io_manager import PipelineIOManager
+    from shared_code_location.model.token_windows import as_token_shards
+    from shared_code_location.runtime.placement import cuda_devices
+
+    if cuda_devices():
+        pytest.skip("this machine has a GPU: the experiment would train")
+    monkeypatch.delenv("ML_PIPELINE_RAY_ADDRESS", raising=False)
+    shipped = next(entry for entry in SHIPPED if entry.get("gpus_per_worker"))
+    declaration = Experiment(**shipped).declaration()
+    model = build_trained_model({shipped["name"]: declaration})
+    assert model.specs_by_key[model.key].metadata[GPUS_METADATA_KEY].value == {
+        shipped["name"]: {"workers": 1, "gpus_per_worker": 1}
+    }
+    resources = {"io_manager": PipelineIOManager(base_uri=str(tmp_path)), RAY_RESOURCE_KEY: RayCluster()}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(EXPERIMENTS.name, [shipped["name"]])
+        with dg.build_asset_context(partition_key=shipped["name"], instance=instance, resources=resources) as context:
+            ids = as_token_shards(np.arange(2000, dtype=np.uint16) % 50, 50)
+            outputs = list(model(context, config=TrainingConfig(), vocabulary={"vocab_size": 50},
+                                 train_tokens=ids, validation_tokens=ids))  # fmt: skip
+    lines = capfd.readouterr().err.splitlines()  # the run's log, as Dagster's console shows it
+    assert outputs == []  # nothing materialized
+    assert any(
+        f"experiment {shipped['name']} skipped: it trains on 1 CUDA GPU in the run's process" in line for line in lines
+    ), lines
+    assert not any(tmp_path.iterdir())  # nothing written

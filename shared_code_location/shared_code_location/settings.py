@@ -142,6 +142,13 @@ API_KEYS = Setting(
     "needs `Authorization: Bearer <key>` (the probes, /metrics, the playground page and the docs stay open); "
     "default: none, no key needed (the server warns when it listens beyond loopback without one).",
 )
+COMPILE_CACHE = Setting(
+    "ML_PIPELINE_COMPILE_CACHE",
+    "example_persistent_home/compile_cache",
+    "The folder where torch.compile keeps its caches (TorchInductor's and Triton's) between runs, so that a run "
+    "of a shape compiled before starts in seconds; mount one volume there to share it between containers or "
+    "nodes. A TORCHINDUCTOR_CACHE_DIR already set wins.",
+)
 TORCH_VARIANT = Setting(
     "ML_PIPELINE_TORCH",
     "auto",
@@ -174,6 +181,7 @@ SETTINGS: tuple[Setting, ...] = (
     S3_REGION,
     RAY_ADDRESS,
     API_KEYS,
+    COMPILE_CACHE,
     TORCH_VARIANT,
     TORCH_CPU_INDEX,
 )

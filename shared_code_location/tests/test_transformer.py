@@ -83,3 +83,38 @@ def test_window_metrics_is_the_mean_loss_and_accuracy_over_consecutive_windows()
     assert window_metrics(model, tokens, max_tokens=8)["tokens"] == 8
     with pytest.raises(ValueError, match="cannot fill one window"):
         window_metrics(model, tokens[:4])
+
+
+def test_auto_picks_cuda_then_mps_then_the_cpu_and_a_missing_device_is_named():
+    from shared_code_location.model.transformer import choose_device, pick_device
+
+    assert choose_device("auto", cuda=True, mps=True) == "cuda"
+    assert choose_device("auto", cuda=False, mps=True) == "mps"  # a Mac
+    assert choose_device("auto", cuda=False, mps=False) == "cpu"
+    assert choose_device("cpu", cuda=True, mps=True) == "cpu"
+    assert choose_device("mps", cuda=False, mps=True) == "mps"
+    for requested in ("cuda", "mps"):
+        with pytest.raises(RuntimeError, match=f"device '{requested}' was requested but torch sees no"):
+            choose_device(requested, cuda=False, mps=False)
+    with pytest.raises(ValueError, match="'tpu' is not one of auto, cpu, cuda, mps"):
+        choose_device("tpu", cuda=True, mps=True)
+    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert pick_device("auto").type == expected  # this machine, as torch sees it
+
+
+def test_weights_of_a_compiled_or_wrapped_model_keep_the_plain_names():
+    # torch.compile wraps lazily (nothing compiles until a call): the names are what a bundle and a checkpoint see.
+    from shared_code_location.model.transformer import plain_state_dict
+
+    model = DecoderTransformer(CONFIG)
+    plain = list(model.state_dict())
+    compiled = torch.compile(model)
+    assert all(name.startswith("_orig_mod.") for name in compiled.state_dict())
+    assert list(plain_state_dict(compiled.state_dict())) == plain
+    model.blocks[0] = torch.compile(model.blocks[0])  # one block wrapped: `blocks.0._orig_mod.…`
+    assert any("_orig_mod." in name for name in model.state_dict())
+    assert list(plain_state_dict(model.state_dict())) == plain
+    bundle = to_tensor_bundle(compiled)
+    assert "_orig_mod" not in "".join(bundle.tensors) and set(bundle.tensors) == set(plain) - {"lm_head.weight"}
+    restored = from_tensor_bundle(bundle)  # strict: every name known
+    assert torch.equal(restored.wte.weight, model.wte.weight)

@@ -33,6 +33,9 @@ DECLARATIONS_METADATA_KEY = "experiment_declarations"
 SETTINGS_RESOLVER_METADATA_KEY = "settings_resolver"
 #: Materialization metadata: the settings a partition was actually trained with (the resolver's answer at the time).
 SETTINGS_METADATA_KEY = "hyperparameters"
+#: Definition metadata of the asset that declares the experiments: `{name: {"workers": n, "gpus_per_worker": g}}`
+#: for those that train on GPUs, which a machine without them skips (`runtime/placement.py`).
+GPUS_METADATA_KEY = "experiments_on_gpus"
 
 
 def fingerprint(declaration: Mapping[str, Any]) -> str:

@@ -216,8 +216,30 @@ def sample_next_token(
 
 
 def autocast(device: torch.device):
-    """bf16 autocast on CUDA (faster, same loss); a no-op context on CPU."""
+    """bf16 autocast on CUDA (faster, same loss); a no-op context on the CPU and on MPS, which train in float32
+    (bf16 on MPS needs macOS 14, and fp16 would need loss scaling)."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+#: What `torch.compile` puts before the names of a compiled module's weights (`OptimizedModule._orig_mod`).
+COMPILED_PREFIX = "_orig_mod."
+
+
+def plain_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` with the names an uncompiled model has: every `_orig_mod.` that `torch.compile` wrapping added is
+    dropped (a model compiled whole, or one of its blocks), so checkpoints and weights files never depend on how
+    the model was compiled."""
+    return {name.replace(COMPILED_PREFIX, ""): tensor for name, tensor in state.items()}
+
+
+def unwrapped(model: nn.Module) -> nn.Module:
+    """The module inside `torch.compile`'s and DDP's wrappers."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        inner = inner if inner is not None else getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
 
 
 @torch.no_grad()
@@ -251,9 +273,10 @@ def window_metrics(
 
 def to_tensor_bundle(model: DecoderTransformer, **metadata: Any) -> TensorBundle:
     """Weights as float32 numpy arrays (the tied LM head stored once, as `wte.weight`) plus config and metadata."""
+    model = unwrapped(model)  # a compiled or DDP-wrapped model stores the names of the plain one
     tensors = {
         name: tensor.detach().to("cpu", torch.float32).numpy()
-        for name, tensor in model.state_dict().items()
+        for name, tensor in plain_state_dict(model.state_dict()).items()
         if name != "lm_head.weight"
     }
     return TensorBundle(tensors, {"format": MODEL_FORMAT, "config": model.config.to_json(), **metadata})
@@ -270,10 +293,20 @@ def from_tensor_bundle(bundle: TensorBundle, device: str | torch.device = "cpu")
     return model.to(device).eval()
 
 
-def pick_device(requested: str = "auto") -> torch.device:
-    """`auto` picks CUDA when present, else CPU; `cpu` and `cuda` force one (cuda fails clearly if absent)."""
+def choose_device(requested: str, cuda: bool, mps: bool) -> str:
+    """The device `requested` names on a machine that has CUDA (`cuda`) and Apple's MPS (`mps`) or not: `auto` is
+    CUDA, then MPS, then the CPU; `cpu`, `cuda` and `mps` force one, and raise `RuntimeError` where it is absent."""
     if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was requested but torch sees no CUDA device")
-    return torch.device(requested)
+        return "cuda" if cuda else "mps" if mps else "cpu"
+    available = {"cpu": True, "cuda": cuda, "mps": mps}
+    if requested not in available:
+        raise ValueError(f"device {requested!r} is not one of auto, {', '.join(available)}")
+    if not available[requested]:
+        raise RuntimeError(f"device {requested!r} was requested but torch sees no {requested.upper()} device")
+    return requested
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """`choose_device` on this machine: `auto` picks CUDA, then MPS, then the CPU."""
+    mps = getattr(torch.backends, "mps", None)
+    return torch.device(choose_device(requested, torch.cuda.is_available(), bool(mps and mps.is_available())))

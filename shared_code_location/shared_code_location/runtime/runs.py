@@ -34,6 +34,7 @@ import dagster as dg
 from shared_code_location.contract.asset_keys import SUMMARY_METADATA_KEY
 from shared_code_location.contract.corpus_files import CORPUS_FILES, location_files
 from shared_code_location.contract.experiments import EXPERIMENTS, declared_experiments, sync_partitions
+from shared_code_location.runtime.placement import unrunnable
 from shared_code_location.runtime.staleness import Target, op_defs, stale_assets, waits_on_upstream
 
 #: The line a location prints on stdout once its definitions loaded, before the JSON of its config fields.
@@ -282,6 +283,10 @@ def run_definitions(
         }
     else:
         stale = stale_assets(defs, instance, run_config, partitions, sources)
+    # What this machine cannot run (a GPU experiment on a CPU-only machine) is skipped with one line.
+    for target, why in unrunnable(defs, instance, stale, run_config).items():
+        _progress(f"{target}: skipped, {why}")
+        del stale[target]
     report: dict[str, Any] = {"stale": {str(target): why for target, why in stale.items()}}
     reports: list[dict[str, Any]] = []
     settled: set[Target] = set()
