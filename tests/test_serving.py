@@ -43,11 +43,28 @@ def pipeline_server(tiny_pipeline):
     process.wait(timeout=20)
 
 
-def test_the_server_scores_the_test_split_as_the_evaluation_did(pipeline_server):
+@pytest.fixture(scope="module")
+def test_split_ids(tiny_pipeline, tmp_path_factory):
+    """The test split's vocabulary ids as one `.npy`, read from its `token-shards/v1` manifest by the shared reader
+    (`TokenShards`) in the deploy location's venv: what the scorer and the harness decode with the release's
+    vocabulary."""
+    _, folder, _ = tiny_pipeline
+    path = tmp_path_factory.mktemp("test_split") / "test_ids.npy"
+    script = (
+        "import sys, numpy as np; from pathlib import Path;"
+        "from shared_code_location.contract.token_shards import TokenShards;"
+        "split = TokenShards.open(Path(sys.argv[1]), 'etl/test_tokens.json');"
+        "np.save(sys.argv[2], np.concatenate([ids for _, _, ids in split.chunks(1 << 20)]))"
+    )
+    subprocess.run([str(DEPLOY_PYTHON), "-c", script, str(folder / "storage"), str(path)], check=True)
+    return path
+
+
+def test_the_server_scores_the_test_split_as_the_evaluation_did(pipeline_server, test_split_ids):
     url, folder = pipeline_server
     pointer, card = _latest(folder / "releases")
     release = folder / "releases" / pointer["path"]
-    tokens = folder / "storage" / "etl" / "test_tokens.npy"
+    tokens = test_split_ids
     block = str(card["model_config"]["block_size"])
     scorer = [str(DEPLOY_PYTHON), str(ROOT / "tests" / "serving_scorer.py"), url, str(tokens)]
     answer = subprocess.run([*scorer, str(release / "vocabulary.json"), block], capture_output=True, text=True)
@@ -78,7 +95,7 @@ def _continuation_logprob(url: str, context: str, continuation: str, window: int
     return sum(answer["choices"][0]["logprobs"]["token_logprobs"][len(prompt) - len(continuation) :])
 
 
-def test_lm_evaluation_harness_scores_the_held_out_split_through_the_server(pipeline_server, tmp_path):
+def test_lm_evaluation_harness_scores_the_held_out_split_through_the_server(pipeline_server, test_split_ids, tmp_path):
     """The real lm-evaluation-harness, in its own environment, against the server: `local-completions` with the
     server's tokenizer (`tokenizer_backend=remote`: /tokenizer_info, /tokenize, /detokenize) and text prompts
     (`tokenized_requests=False`), one process for both tasks. The rolling task's bits per byte, in nats per
@@ -88,8 +105,7 @@ def test_lm_evaluation_harness_scores_the_held_out_split_through_the_server(pipe
 
     url, folder = pipeline_server
     pointer, card = _latest(folder / "releases")
-    release, etl = folder / "releases" / pointer["path"], folder / "storage" / "etl"
-    tokens = next(etl / name for name in ("test_tokens.npy", "test_tokens.json") if (etl / name).exists())
+    release, tokens = folder / "releases" / pointer["path"], test_split_ids
     harness = test_environment(TEST_REQUIREMENTS[0]) / "bin" / "python"
     newline = _post(url, "/tokenize", {"prompt": "\n"})["tokens"][0]
     max_model_len = _post(url, "/tokenize", {"prompt": "a"})["max_model_len"]

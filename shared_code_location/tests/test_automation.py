@@ -247,3 +247,74 @@ def test_the_combine_step_waits_for_files_and_runs_once_they_are_all_in():
     assert dg.materialize([upstream], instance=instance, partition_key="b.txt").success
     keys, cursor = requested(defs, instance, cursor)
     assert keys == {"downstream"}
+
+
+def test_the_leaderboard_waits_for_experiments_in_training_but_not_for_one_this_machine_skips():
+    # The shipped `gpu` experiment on a machine without a GPU: its training runs, logs the skip and writes nothing.
+    # Automation must not launch it again on every tick, nor let its missing evaluation hold the board back; it
+    # must wait for an experiment still training, so that one change makes one ranking.
+    import threading
+
+    from shared_code_location.runtime.automation import ON_ANY_PARTITION_CHANGE
+
+    experiments = dg.StaticPartitionsDefinition(["cpu", "gpu", "slow"])
+    slow_started, slow_may_finish = threading.Event(), threading.Event()
+
+    @dg.asset
+    def tokens() -> int:
+        return 1
+
+    @dg.asset(deps=[tokens], partitions_def=experiments, automation_condition=ON_UPSTREAM_CHANGE, output_required=False)
+    def trained(context: dg.AssetExecutionContext):
+        if context.partition_key == "slow":
+            slow_started.set()
+            assert slow_may_finish.wait(timeout=60)
+        if context.partition_key != "gpu":
+            yield dg.Output(None)  # the gpu partition yields nothing, as trained_model's skip does
+
+    @dg.asset(deps=[trained, tokens], partitions_def=experiments, automation_condition=ON_UPSTREAM_CHANGE)
+    def report() -> None:
+        return None
+
+    @dg.asset(deps=[report], automation_condition=ON_ANY_PARTITION_CHANGE)
+    def board() -> None:
+        return None
+
+    instance = dg.DagsterInstance.ephemeral()
+    defs, cursors = [tokens, trained, report, board], {}
+
+    def tick() -> set[str]:
+        """One tick of each location's sensor (model, evaluate, deploy: each evaluates its own assets)."""
+        asked = set()
+        for asset in (trained, report, board):
+            result = dg.evaluate_automation_conditions(
+                defs=defs, instance=instance, asset_selection=dg.AssetSelection.assets(asset),
+                cursor=cursors.get(asset.key),
+            )  # fmt: skip
+            cursors[asset.key] = result.cursor
+            if asset.partitions_def:
+                asked |= {f"{asset.key.path[0]}[{key}]" for key in result.get_requested_partitions(asset.key)}
+            elif result.get_num_requested(asset.key):
+                asked.add(asset.key.path[0])
+        return asked
+
+    def run(asset, partition: str) -> None:
+        assert dg.materialize([asset], instance=instance, partition_key=partition, selection=[asset]).success
+
+    assert tick() == set()
+    assert dg.materialize([tokens], instance=instance).success
+    assert tick() == {"trained[cpu]", "trained[gpu]", "trained[slow]"}
+    slow = threading.Thread(target=run, args=(trained, "slow"))
+    slow.start()
+    assert slow_started.wait(timeout=60)
+    run(trained, "cpu")
+    run(trained, "gpu")
+    assert tick() == {"report[cpu]"}  # and not trained[gpu] again
+    run(report, "cpu")
+    assert tick() == set()  # slow is still training
+    slow_may_finish.set()
+    slow.join(timeout=60)
+    assert tick() == {"report[slow]"}
+    run(report, "slow")
+    assert tick() == {"board"}  # report[gpu] cannot run: the board does not wait for it
+    assert tick() == set()

@@ -1,7 +1,7 @@
 """Run lm-evaluation-harness against the server on the two tasks of `tasks.py`, in one process: what
 `tests/test_serving.py` does, in the harness's environment.
 
-`python run.py TEST_TOKENS VOCABULARY.json FOLDER MODEL_ARGS RESULTS.json` writes the tasks into FOLDER, evaluates
+`python run.py TEST_IDS.npy VOCABULARY.json FOLDER MODEL_ARGS RESULTS.json` writes the tasks into FOLDER, evaluates
 them with `local-completions` (`MODEL_ARGS` as `lm_eval --model_args` takes them, batches of 16 prompts, the
 server's limit) and writes the results and every sample to RESULTS.json. It is `lm_eval --model local-completions
 --tasks heldout_rolling,heldout_choice --include_path FOLDER ...` through the harness's own `simple_evaluate`, less

@@ -1,6 +1,6 @@
 """Two lm-evaluation-harness tasks of our own, made from the held-out (test) split: what `test_serving.py` runs the
 real harness on against the real server. Run in the harness's environment (it has NumPy):
-`tests/harness/.venv/bin/python tests/harness/tasks.py TEST_TOKENS.npy VOCABULARY.json FOLDER`.
+`tests/harness/.venv/bin/python tests/harness/tasks.py TEST_IDS.npy VOCABULARY.json FOLDER`.
 
 - `heldout_rolling` (`loglikelihood_rolling`): the whole split, cut into documents of about `DOCUMENT_CHARACTERS`
   right after a newline (so the harness's prefix token, a newline, is the character that really came before);
@@ -67,17 +67,14 @@ def write_tasks(folder: Path, text: str) -> dict[str, list]:
 
 
 def load_tokens(path: Path):
-    """A token split: one `.npy` array, or a `token-shards/v1` manifest (`.json`) of `.npy` shards beside it."""
+    """A token split's vocabulary ids, as one `.npy` array (test_serving.py writes it with the shared reader)."""
     import numpy as np
 
-    if path.suffix == ".npy":
-        return np.load(path)
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    return np.concatenate([np.load(path.parent / "shards" / shard["file"]) for shard in manifest["shards"]])
+    return np.load(path, allow_pickle=False)
 
 
 def main() -> None:
-    """Write the tasks of a token split (`etl/test_tokens.npy`) decoded with a release's vocabulary."""
+    """Write the tasks of a token split (the test split's ids as one `.npy`) decoded with a release's vocabulary."""
     tokens, vocabulary, folder = load_tokens(Path(sys.argv[1])), Path(sys.argv[2]), Path(sys.argv[3])
     symbols = json.loads(vocabulary.read_text(encoding="utf-8"))["symbols"]
     tasks = write_tasks(folder, "".join(symbols[int(i)] for i in tokens))

@@ -15,9 +15,8 @@ DEPS_HAVE_NEW_DATA = A.any_deps_match(
 #: An input is behind its own inputs: one of them got new data after the input last updated, and the input is not
 #: about to run in this tick. Without this, a release could pair a new model with the previous model's
 #: evaluation (and its gate) in the window before the evaluate location picks the new model up.
-DEP_IS_BEHIND = A.any_deps_match(
-    A.any_deps_match(A.data_version_changed()).since(A.newly_updated()) & ~A.will_be_requested()
-).with_label("an input is behind its own inputs")
+_BEHIND = A.any_deps_match(A.data_version_changed()).since(A.newly_updated())
+DEP_IS_BEHIND = A.any_deps_match(_BEHIND & ~A.will_be_requested()).with_label("an input is behind its own inputs")
 
 #: An input got new data while this asset was running, since it was last requested: that run may have read the
 #: old data, so the asset is due again once the run ends. `eager()` forgets such a change.
@@ -26,9 +25,15 @@ NEW_DATA_WHILE_RUNNING = (
 ).with_label("new upstream data while running")
 
 
+#: Missing since the last tick (a fresh instance, a new experiment or file): asked for once. Not `missing()`, which
+#: stays true after a run that wrote nothing (an experiment skipped for want of a GPU, a failed one) and would launch
+#: it again on every tick.
+NEWLY_MISSING = A.missing().newly_true().with_label("newly missing")
+
+
 def _on_change(deps_have_new_data: dg.AutomationCondition) -> dg.AutomationCondition:
     return (
-        ((deps_have_new_data | A.missing()).since(A.newly_requested() | A.newly_updated()) | NEW_DATA_WHILE_RUNNING)
+        ((deps_have_new_data | NEWLY_MISSING).since(A.newly_requested() | A.newly_updated()) | NEW_DATA_WHILE_RUNNING)
         & ~A.any_deps_missing()
         & ~A.any_deps_in_progress()
         & ~DEP_IS_BEHIND
@@ -52,10 +57,16 @@ ON_UPSTREAM_DATA_CHANGE = _on_change(
 
 #: For an asset that reads every partition of its input and judges each one itself (the leaderboard): as
 #: `ON_UPSTREAM_CHANGE`, but an experiment that is not evaluated yet or whose gate failed does not hold it back.
+#: It waits for a partition that is behind only if that partition can run (an experiment skipped for want of a GPU,
+#: or whose training failed, has no model to evaluate), and for partitions whose inputs are still being made (the
+#: experiments still training), so that one ranking follows one change.
 ON_ANY_PARTITION_CHANGE = (
     (DEPS_HAVE_NEW_DATA.since(A.newly_requested() | A.newly_updated()) | NEW_DATA_WHILE_RUNNING)
     & ~A.any_deps_in_progress()
-    & ~DEP_IS_BEHIND
+    & ~A.any_deps_match(_BEHIND & ~A.any_deps_missing() & ~A.will_be_requested()).with_label(
+        "an input that can run is behind its own inputs"
+    )
+    & ~A.any_deps_match(A.any_deps_in_progress()).with_label("an input's own inputs are being made")
     & ~A.in_progress()
 ).with_label("on new data in any partition")
 
