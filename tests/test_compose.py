@@ -98,6 +98,7 @@ def stack(images, tmp_path_factory):
                 "S3_ACCESS_KEY_ID=pipeline",
                 "S3_SECRET_ACCESS_KEY=compose-test-object-store",
                 "TRAINING_PRESET=tiny",
+                "AUTOMATION_INTERVAL=5",
                 f"{API_KEYS_SETTING}=compose-test-key-1,{API_KEY}",
                 f"DOCKER_SOCKET={socket}",
                 f"WEBSERVER_PORT={ports['webserver']}",

@@ -165,3 +165,32 @@ def test_a_rebuilt_upstream_that_keeps_its_data_version_leaves_its_children_up_t
     results["winner"] = "b"
     assert job.execute_in_process(instance=instance, asset_selection=[board.key]).success
     assert keys(stale_assets(defs, instance, settled={board})) == {"deploy/export": "new data in deploy/board"}
+
+
+def test_an_evaluation_records_its_own_experiments_model_when_another_trained_after_it():
+    """Dagster's input pointer for a partitioned input is the parent's latest materialization of any partition: the
+    model an evaluation read (what the leaderboard and the release compare) must be its own experiment's, and an
+    evaluation is not stale because another experiment trained after its own."""
+    from shared_code_location.contract.versions import data_version, input_data_version, latest_materialization
+
+    experiments = dg.StaticPartitionsDefinition(["a", "b"])
+
+    @dg.asset(key=["model", "trained"], partitions_def=experiments)
+    def trained(context: dg.AssetExecutionContext) -> dg.Output[str]:
+        return versioned_output(f"weights of {context.partition_key}", StorageFormat.TEXT)
+
+    @dg.asset(key=["evaluate", "report"], partitions_def=experiments, ins={"model": dg.AssetIn(["model", "trained"])})
+    def report(model: str) -> int:
+        return len(model)
+
+    defs = dg.Definitions(assets=[trained, report])
+    instance = dg.DagsterInstance.ephemeral()
+    job = defs.resolve_implicit_global_asset_job_def()
+    for selection in ([trained.key], [report.key]):  # both trained, then both evaluated
+        for name in ("a", "b"):
+            assert job.execute_in_process(instance=instance, partition_key=name, asset_selection=selection).success
+    for name in ("a", "b"):
+        record = latest_materialization(instance, report.key, name)
+        own = data_version(latest_materialization(instance, trained.key, name))
+        assert input_data_version(instance, record, trained.key) == own
+    assert stale_assets(defs, instance) == {}

@@ -66,10 +66,15 @@ def latest_materialization(
     return records[0] if records else None
 
 
-def input_data_version(instance: dg.DagsterInstance, record: dg.EventLogRecord, parent: dg.AssetKey) -> str | None:
+def input_data_version(
+    instance: dg.DagsterInstance, record: dg.EventLogRecord, parent: dg.AssetKey, parent_partition: str | None = None
+) -> str | None:
     """The data version of `parent` that the materialization in `record` read. Dagster points at the parent's
     materialization it read; the data version is taken from there, since for a partitioned parent the recorded
-    `input_data_version` tag is not the partition's own data version."""
+    `input_data_version` tag is not the partition's own data version. For a partitioned parent that pointer is the
+    parent's latest materialization of *any* partition when the input was read, so the partition read
+    (`parent_partition`; by default the record's own, as experiments map one to one) is looked up as its latest
+    materialization up to that point: another experiment trained just before must not pass for this one's model."""
     tags = record.asset_materialization.tags or {}
     pointer = tags.get(INPUT_EVENT_POINTER_TAG_PREFIX + parent.to_user_string())
     if pointer is None or not pointer.isdigit():  # "NULL": the input had no materialization when it was read
@@ -77,6 +82,12 @@ def input_data_version(instance: dg.DagsterInstance, record: dg.EventLogRecord, 
     read = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=parent, storage_ids=[int(pointer)]), limit=1
     ).records
+    partition = parent_partition if parent_partition is not None else record.partition_key
+    if read and read[0].partition_key is not None and partition is not None and read[0].partition_key != partition:
+        read = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=parent, asset_partitions=[partition], before_storage_id=int(pointer)),
+            limit=1,
+        ).records
     return data_version(read[0] if read else None)
 
 

@@ -194,7 +194,7 @@ def _input_changed(
             dg.AssetRecordsFilter(asset_key=parent, after_storage_id=record.storage_id), limit=1
         ).records
         return bool(records)
-    recorded = input_data_version(instance, record, parent)
+    recorded = input_data_version(instance, record, parent, read[0])
     current = data_version(latest_materialization(instance, parent, read[0]))
     return current is not None and recorded != current
 
