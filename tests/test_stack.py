@@ -281,7 +281,7 @@ STEPS = """query($id: ID!) { runOrError(runId: $id) { ... on Run { status
 
 def test_four_runs_at_once_train_one_at_a_time_and_all_finish(stack):
     _wait_idle(stack.port)
-    runs = [_launch_training(stack.port, max_iters=300, seed=seed) for seed in range(4)]
+    runs = [_launch_training(stack.port, max_iters=100, seed=seed) for seed in range(4)]
 
     def done() -> bool:
         return all(_run(stack.port, run_id)["status"] in ("SUCCESS", "FAILURE", "CANCELED") for run_id in runs)
